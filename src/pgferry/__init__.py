@@ -1,0 +1,81 @@
+"""pgferry: fast, safe, resumable PostgreSQL-to-PostgreSQL transfers.
+
+Typical use::
+
+    import pgferry
+
+    job = pgferry.Job(
+        source={"dsn": "postgresql://…/src", "table": "public.orders"},
+        target={"dsn": "postgresql://…/dwh", "table": "staging.orders"},
+        transform="my_package.transforms:clean_order",
+    )
+    result = pgferry.run(job)
+    print(result.rows_written)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+
+from pgferry.connection import Interval
+from pgferry.engine import Progress, ProgressCallback, run_async
+from pgferry.engine.transform import batch_transform
+from pgferry.errors import (
+    ConfigError,
+    ConnectError,
+    ExtractError,
+    LoadError,
+    PgferryError,
+    SchemaError,
+    TransformError,
+    Transient,
+)
+from pgferry.result import RunResult, StageStats
+from pgferry.spec import Job, Source, Target, load_job, mask_dsn
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "ConnectError",
+    "ExtractError",
+    "Interval",
+    "Job",
+    "LoadError",
+    "PgferryError",
+    "Progress",
+    "ProgressCallback",
+    "RunResult",
+    "SchemaError",
+    "Source",
+    "StageStats",
+    "Target",
+    "TransformError",
+    "Transient",
+    "__version__",
+    "batch_transform",
+    "load_job",
+    "mask_dsn",
+    "run",
+    "run_async",
+]
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None
+
+
+def run(job: Job, *, on_progress: ProgressCallback | None = None) -> RunResult:
+    """Run ``job`` and return its :class:`RunResult` (blocking; uses uvloop when installed).
+
+    Raises:
+        PgferryError: The run failed; ``exc.result`` is the failed RunResult.
+    """
+    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        return runner.run(run_async(job, on_progress=on_progress))

@@ -1,0 +1,108 @@
+"""Extract: read the source inside one consistent snapshot, in whole batches."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from pgferry.connection import is_transient_pg_error
+from pgferry.errors import ExtractError, PgferryError, TransientExtractError
+from pgferry.result import StageStats
+
+__all__ = ["END", "Batch", "extract_batches", "pipe_out"]
+
+
+@dataclass
+class Batch:
+    """Rows of one batch, in extraction order.
+
+    Attributes:
+        seq: 0-based position of the batch in extraction order; batches commit in this order.
+        columns: Column names of ``rows``.
+        rows: Row values as sequences (asyncpg records from the reader, tuples after a
+            transform).
+        rows_read: Source rows this batch came from (a transform may drop or add rows).
+    """
+
+    seq: int
+    columns: tuple[str, ...]
+    rows: Sequence[Sequence[Any]]
+    rows_read: int
+
+
+class _End:
+    def __repr__(self) -> str:
+        return "END"
+
+
+END: Any = _End()
+"""Marker put on a queue after the last batch."""
+
+
+def extract_failure(exc: BaseException, *, job: str, batch: int | None) -> PgferryError:
+    """Wrap a driver error as an :class:`ExtractError`, transient where a retry may help."""
+    cls = TransientExtractError if is_transient_pg_error(exc) else ExtractError
+    return cls(f"reading the source failed: {type(exc).__name__}: {exc}", job=job, batch=batch)
+
+
+async def extract_batches(
+    conn: asyncpg.Connection,
+    query: str,
+    args: Sequence[Any],
+    columns: tuple[str, ...],
+    *,
+    batch_size: int,
+    queue: asyncio.Queue[Any],
+    stats: StageStats,
+    job: str,
+) -> int:
+    """Read ``query`` with a server-side cursor and put :class:`Batch` objects on ``queue``.
+
+    The cursor lives in a ``REPEATABLE READ READ ONLY`` transaction, so every batch comes from
+    one snapshot however long the run takes. A full queue blocks the reader (backpressure).
+
+    Returns:
+        The number of rows read. :data:`END` is put on the queue after the last batch.
+    """
+    seq = 0
+    total = 0
+    try:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            cursor = await conn.cursor(query, *args)
+            while True:
+                with stats.busy():
+                    rows = await cursor.fetch(batch_size)
+                if not rows:
+                    break
+                total += len(rows)
+                with stats.waiting():
+                    await queue.put(Batch(seq, columns, rows, len(rows)))
+                seq += 1
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        raise extract_failure(exc, job=job, batch=seq) from exc
+    with stats.waiting():
+        await queue.put(END)
+    return total
+
+
+async def pipe_out(
+    conn: asyncpg.Connection,
+    query: str,
+    *,
+    sink: Callable[[bytes], Awaitable[None]],
+    job: str,
+) -> None:
+    """Stream ``COPY (query) TO STDOUT (FORMAT binary)`` into ``sink``, chunk by chunk.
+
+    No row is decoded: this is the path for jobs without a transform. The sink applies
+    backpressure by blocking, which stops asyncpg reading from the socket.
+    """
+    try:
+        async with conn.transaction(isolation="repeatable_read", readonly=True):
+            await conn.copy_from_query(query, output=sink, format="binary")
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+        raise extract_failure(exc, job=job, batch=0) from exc

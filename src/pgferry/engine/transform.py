@@ -1,0 +1,281 @@
+"""Transforms: loading the user's function, applying it to a batch, and the process pool.
+
+Everything that runs in a pool worker is a top-level function taking and returning plain data
+(column names, tuples, an import path): no connection, record or bound method crosses a process.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from typing import Any, TypeVar
+
+from pgferry.errors import ConfigError, TransformError
+
+__all__ = ["apply_transform", "batch_transform", "load_transform"]
+
+log = logging.getLogger("pgferry")
+
+F = TypeVar("F", bound=Callable[..., Any])
+Rows = list[tuple[Any, ...]]
+Columns = tuple[str, ...]
+
+_BATCH_ATTR = "__pgferry_batch_transform__"
+
+
+def batch_transform(fn: F) -> F:
+    """Mark ``fn`` as a batch transform: it takes a list of rows and returns a list of rows.
+
+    Rows are dicts (column name to value), as for row transforms. A batch transform pays the
+    Python call overhead once per batch and may use vectorised code.
+    """
+    setattr(fn, _BATCH_ATTR, True)
+    return fn
+
+
+def is_batch_transform(fn: Callable[..., Any]) -> bool:
+    """True if ``fn`` was marked with :func:`batch_transform`."""
+    return bool(getattr(fn, _BATCH_ATTR, False))
+
+
+class TransformImportError(ConfigError, TransformError):
+    """The transform's import path does not lead to a callable."""
+
+
+def load_transform(spec: str | Callable[..., Any]) -> Callable[..., Any]:
+    """Resolve ``package.module:function`` (or return a callable as it is).
+
+    Raises:
+        TransformImportError: The module cannot be imported or has no such callable; the
+            message names the path and the cause.
+    """
+    if callable(spec):
+        return spec
+    module_name, _, attr_path = spec.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as exc:
+        raise TransformImportError(
+            f"cannot import transform module {module_name!r} (from {spec!r}): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    for part in attr_path.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError as exc:
+            raise TransformImportError(
+                f"module {module_name!r} has no attribute {attr_path!r} (transform {spec!r})"
+            ) from exc
+    if not callable(obj):
+        raise TransformImportError(f"transform {spec!r} is a {type(obj).__name__}, not callable")
+    return obj  # type: ignore[no-any-return]
+
+
+def import_path_of(fn: Callable[..., Any]) -> str | None:
+    """The ``module:qualname`` path that imports ``fn`` again in another process, if any."""
+    module = getattr(fn, "__module__", None)
+    qualname = getattr(fn, "__qualname__", None)
+    if not module or not qualname or "<" in qualname or module == "__main__":
+        return None
+    try:
+        found = load_transform(f"{module}:{qualname}")
+    except ConfigError:
+        return None
+    return f"{module}:{qualname}" if found is fn else None
+
+
+def _describe_row_key(row: Mapping[str, Any], key: Sequence[str] | None) -> str:
+    if key:
+        return ", ".join(f"{k}={row.get(k)!r}" for k in key)
+    return "row " + ", ".join(f"{k}={v!r}" for k, v in list(row.items())[:2]) + ", …"
+
+
+def apply_transform(
+    fn: Callable[..., Any],
+    is_batch: bool,
+    columns: Columns,
+    rows: Sequence[Sequence[Any]],
+    key: Sequence[str] | None = None,
+) -> tuple[Columns | None, Rows]:
+    """Run a transform over one batch.
+
+    Args:
+        fn: The user's function.
+        is_batch: Whether ``fn`` is a batch transform.
+        columns: Input column names.
+        rows: Input rows as sequences in ``columns`` order.
+        key: Key columns, to name the failing row in error messages.
+
+    Returns:
+        The output column names (``None`` when every row was dropped) and the output rows as
+        tuples in that order.
+
+    Raises:
+        TransformError: The function raised or returned something that is not a row.
+    """
+    dicts = [dict(zip(columns, row, strict=True)) for row in rows]
+    results: list[Any]
+    if is_batch:
+        try:
+            produced = fn(dicts)
+        except Exception as exc:
+            raise TransformError(
+                f"batch transform {_name(fn)} raised {type(exc).__name__}: {exc}"
+            ) from exc
+        if not isinstance(produced, list | tuple):
+            raise TransformError(
+                f"batch transform {_name(fn)} returned {type(produced).__name__}; "
+                "expected a list of rows"
+            )
+        results = list(produced)
+    else:
+        results = []
+        append = results.append
+        for row in dicts:
+            try:
+                out = fn(row)
+            except Exception as exc:
+                raise TransformError(
+                    f"transform {_name(fn)} raised {type(exc).__name__}: {exc} "
+                    f"(at {_describe_row_key(row, key)})"
+                ) from exc
+            if out is None:
+                continue
+            if isinstance(out, list | tuple):
+                results.extend(out)
+            else:
+                append(out)
+    if not results:
+        return None, []
+    first = results[0]
+    if not isinstance(first, Mapping):
+        raise TransformError(
+            f"transform {_name(fn)} returned {type(first).__name__}; expected a mapping "
+            "(column name to value), None, or a list of mappings"
+        )
+    out_cols: Columns = tuple(first.keys())
+    width = len(out_cols)
+    out_rows: Rows = []
+    for res in results:
+        if not isinstance(res, Mapping) or len(res) != width:
+            _raise_shape(fn, res, out_cols)
+        try:
+            out_rows.append(tuple([res[c] for c in out_cols]))
+        except KeyError:
+            _raise_shape(fn, res, out_cols)
+    return out_cols, out_rows
+
+
+def _raise_shape(fn: Callable[..., Any], res: Any, out_cols: Columns) -> None:
+    if not isinstance(res, Mapping):
+        raise TransformError(f"transform {_name(fn)} returned {type(res).__name__} in a batch")
+    extra = [k for k in res if k not in out_cols]
+    missing = [c for c in out_cols if c not in res]
+    raise TransformError(
+        f"transform {_name(fn)} returned rows with different columns: "
+        + "; ".join(
+            part
+            for part in (
+                f"unexpected {', '.join(map(repr, extra))}" if extra else "",
+                f"missing {', '.join(map(repr, missing))}" if missing else "",
+            )
+            if part
+        ),
+        column=(extra or missing or [None])[0],
+    )
+
+
+def _name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__qualname__", None) or repr(fn)
+
+
+# --- The process pool ------------------------------------------------------------------------
+
+_worker_fn: Callable[..., Any] | None = None
+_worker_is_batch = False
+
+
+def _init_worker(import_path: str) -> None:
+    """Pool initializer: import the transform once per worker process."""
+    global _worker_fn, _worker_is_batch
+    # Ctrl-C reaches the whole process group; the parent decides how the pool shuts down.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _worker_fn = load_transform(import_path)
+    _worker_is_batch = is_batch_transform(_worker_fn)
+
+
+def run_in_worker(
+    columns: Columns, rows: Rows, key: Sequence[str] | None
+) -> tuple[Columns | None, Rows, float]:
+    """Pool task: transform one batch; returns columns, rows and the CPU seconds it took."""
+    assert _worker_fn is not None, "pool worker was not initialised"
+    start = time.process_time()
+    out_cols, out_rows = apply_transform(_worker_fn, _worker_is_batch, columns, rows, key)
+    return out_cols, out_rows, time.process_time() - start
+
+
+def can_start_pool() -> str | None:
+    """``None`` if a process pool can start here, else the reason why not."""
+    if multiprocessing.current_process().daemon:
+        return "this is a daemonic process, which may not have children"
+    return None
+
+
+def start_pool(import_path: str, workers: int) -> ProcessPoolExecutor:
+    """A pool of ``workers`` spawned processes with the transform imported in each.
+
+    ``spawn`` rather than ``fork``: the parent runs an event loop and may hold threads and
+    sockets that a forked child must not inherit. ``sys.path`` travels with spawn, so a
+    transform beside the job file is found.
+    """
+    ctx = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(import_path,)
+    )
+
+
+def default_pool_size() -> int:
+    """Workers for ``workers: auto``: leave one core for the main process's decode and COPY."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min((cores or 1) - 1, 8))
+
+
+def measure_pool_benefit(
+    transform_seconds: float, columns: Columns, rows: Rows, out_rows: Rows
+) -> tuple[bool, str]:
+    """Decide from the first batch whether the process pool pays for itself.
+
+    Moving a batch to a worker and back costs a pickle and an unpickle in each direction,
+    paid on the main process, which also still decodes and encodes every row. The pool helps
+    only when the transform itself costs clearly more than that serialisation.
+
+    Returns:
+        Whether to use the pool, and a sentence explaining the measurement.
+    """
+    if not rows:
+        return False, "first batch was empty"
+    start = time.perf_counter()
+    pickle.loads(pickle.dumps((columns, rows), protocol=pickle.HIGHEST_PROTOCOL))
+    pickle.loads(pickle.dumps(out_rows, protocol=pickle.HIGHEST_PROTOCOL))
+    ser = (time.perf_counter() - start) / len(rows)
+    per_row = transform_seconds / len(rows)
+    use = per_row > 2 * ser and default_pool_size() >= 1 and (os.cpu_count() or 1) >= 2
+    why = (
+        f"transform {per_row * 1e6:.1f} µs/row vs pickling {ser * 1e6:.1f} µs/row "
+        f"on {os.cpu_count()} cores"
+    )
+    return use, why
+
+
+def pool_unpicklable_reason(fn: Callable[..., Any] | str) -> str | None:
+    """Why ``fn`` cannot run in a pool (no importable path), or ``None``."""
+    if isinstance(fn, str):
+        return None
+    return None if import_path_of(fn) else "the transform is not importable by module path"

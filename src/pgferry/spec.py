@@ -1,0 +1,346 @@
+"""The job spec: a validated, serialisable description of one transfer.
+
+The same :class:`Job` is built from Python, from a YAML or TOML file (:func:`load_job`), from
+CLI options, from Airflow operator arguments and from Dagster config. Secrets never appear in
+its ``repr``: DSN passwords are masked by :func:`mask_dsn`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from pgferry.errors import ConfigError
+from pgferry.sql import TableName, check_type_name
+
+__all__ = ["Job", "Source", "Target", "load_job", "mask_dsn", "parse_overrides"]
+
+_IMPORT_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
+
+Mode = Literal["append", "replace"]
+
+
+def mask_dsn(dsn: str | None) -> str | None:
+    """Return ``dsn`` with any password replaced by ``***``.
+
+    Handles URLs (``postgresql://user:secret@host/db``, ``?password=secret``) and libpq
+    keyword strings (``host=h password=secret``).
+    """
+    if dsn is None:
+        return None
+    masked = re.sub(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", r"\1***", dsn)
+    if "://" in masked:
+        try:
+            parts = urlsplit(masked)
+        except ValueError:
+            return "***"
+        if parts.password is not None:
+            host = parts.hostname or ""
+            if parts.port is not None:
+                host = f"{host}:{parts.port}"
+            user = parts.username or ""
+            masked = urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    return masked
+
+
+def _as_table(value: Any) -> TableName:
+    if isinstance(value, str | list | tuple | TableName):
+        return TableName.parse(value)
+    raise ValueError("expected a table name (text such as schema.table, or a list of parts)")
+
+
+def _as_key(value: Any) -> Any:
+    if isinstance(value, str):
+        return [value]
+    return value
+
+
+TableField = Annotated[
+    TableName,
+    BeforeValidator(_as_table),
+    PlainSerializer(lambda t: [t.schema, t.name] if t.schema else [t.name], return_type=list),
+]
+KeyField = Annotated[list[str] | None, BeforeValidator(_as_key)]
+
+
+def _format_validation_error(exc: ValidationError, where: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"{loc}: unknown key")
+        elif err["type"] == "missing":
+            lines.append(f"{loc}: required key is missing")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"{loc}: {msg}")
+    return f"invalid {where}:\n  " + "\n  ".join(lines)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(_format_validation_error(exc, type(self).__name__)) from exc
+
+    def __repr_args__(self) -> Any:
+        # Secrets never reach a repr, a log line or an error message.
+        for name, value in super().__repr_args__():
+            yield name, (mask_dsn(value) if name == "dsn" else value)
+
+
+class Source(_Model):
+    """Where rows come from.
+
+    Attributes:
+        dsn: PostgreSQL connection string (URL or libpq keywords). Optional when an
+            orchestrator supplies it.
+        table: A table to read whole; or
+        query: a query whose result is read.
+        key: Columns that identify a row (used for ordering and partitioning).
+    """
+
+    dsn: str | None = None
+    table: TableField | None = None
+    query: str | None = None
+    key: KeyField = None
+
+    @model_validator(mode="after")
+    def _one_of_table_or_query(self) -> Source:
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give exactly one of 'table' or 'query'")
+        if self.query is not None:
+            # A trailing semicolon would break the wrapping in COPY (…) and sub-selects.
+            query = self.query.strip().rstrip(";").strip()
+            if not query:
+                raise ValueError("'query' is empty")
+            object.__setattr__(self, "query", query)
+        return self
+
+
+class Target(_Model):
+    """Where rows go.
+
+    Attributes:
+        dsn: PostgreSQL connection string. Optional when an orchestrator supplies it.
+        table: The target table; created when missing.
+        mode: ``append`` adds rows; ``replace`` loads a shadow table and swaps it in atomically.
+        key: Columns that identify a row in the target.
+        columns: Types of the columns the transform creates (name to PostgreSQL type), used
+            when pgferry creates the table.
+    """
+
+    dsn: str | None = None
+    table: TableField
+    mode: Mode = "append"
+    key: KeyField = None
+    columns: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("columns")
+    @classmethod
+    def _valid_types(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, type_name in value.items():
+            try:
+                check_type_name(type_name)
+            except ConfigError as exc:
+                raise ValueError(f"column {name!r}: {exc}") from None
+        return value
+
+
+class Job(_Model):
+    """One transfer: source, optional transform, target and tuning knobs.
+
+    Attributes:
+        name: Identifies the job in logs, errors and run history; defaults to the target table.
+        source: See :class:`Source`.
+        target: See :class:`Target`.
+        transform: ``package.module:function`` or, from Python, a callable. A row transform
+            takes one row (a read-only mapping) and returns a mapping, ``None`` to drop the row,
+            or a list of mappings to fan out. A function marked with
+            :func:`pgferry.batch_transform` takes and returns a list of rows.
+        batch_size: Rows per batch; one batch is one transaction on the target.
+        queue_depth: Batches buffered between stages; memory is bounded by
+            ``queue_depth * batch_size`` rows per queue.
+        workers: ``0`` runs the transform inline, ``N`` in a pool of N processes, ``"auto"``
+            measures the first batch and decides.
+        connect_timeout: Seconds to wait for a connection before failing.
+        statement_timeout: Seconds a single statement may run (``None``: server default).
+        lock_timeout: Seconds the ``replace`` swap waits for its lock per attempt.
+        swap_retries: Attempts of the ``replace`` swap before giving up.
+    """
+
+    name: str = ""
+    source: Source
+    target: Target
+    transform: str | Callable[..., Any] | None = None
+    batch_size: int = Field(default=10_000, ge=1, le=10_000_000)
+    queue_depth: int = Field(default=4, ge=1, le=1_000)
+    workers: int | Literal["auto"] = "auto"
+    connect_timeout: float = Field(default=10.0, gt=0)
+    statement_timeout: float | None = Field(default=None, gt=0)
+    lock_timeout: float = Field(default=5.0, gt=0)
+    swap_retries: int = Field(default=5, ge=1)
+
+    @field_validator("transform")
+    @classmethod
+    def _transform_path(cls, value: Any) -> Any:
+        if isinstance(value, str) and not _IMPORT_PATH.fullmatch(value):
+            raise ValueError(f"{value!r} is not an import path of the form package.module:function")
+        return value
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 0 <= value <= 64:
+            raise ValueError("workers must be 'auto' or an integer from 0 to 64")
+        return value
+
+    @model_validator(mode="after")
+    def _default_name(self) -> Job:
+        if not self.name:
+            object.__setattr__(self, "name", str(self.target.table))
+        return self
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str = "job") -> Job:
+        """Validate a plain mapping (as from a file, CLI options or orchestrator config).
+
+        Raises:
+            ConfigError: Naming every offending key.
+        """
+        try:
+            return cls.model_validate(dict(data))
+        except ValidationError as exc:
+            raise ConfigError(_format_validation_error(exc, where)) from exc
+
+    def with_overrides(self, **changes: Any) -> Job:
+        """A copy of the job with top-level fields replaced, validated again."""
+        data = self.model_dump()
+        data.update(changes)
+        return Job.from_dict(data)
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-able description with DSN passwords masked (for logs and metadata)."""
+        data = self.model_dump(mode="json", exclude={"transform"})
+        for side in ("source", "target"):
+            data[side]["dsn"] = mask_dsn(data[side]["dsn"])
+        data["transform"] = (
+            self.transform
+            if isinstance(self.transform, str) or self.transform is None
+            else f"{getattr(self.transform, '__module__', '?')}:"
+            f"{getattr(self.transform, '__qualname__', repr(self.transform))}"
+        )
+        return data
+
+
+# --- Loading from files --------------------------------------------------------------------
+
+
+def _interpolate(value: Any, path: str) -> Any:
+    if isinstance(value, str):
+
+        def repl(m: re.Match[str]) -> str:
+            var, default = m.group(1), m.group(2)
+            if var in os.environ:
+                return os.environ[var]
+            if default is not None:
+                return default
+            raise ConfigError(f"{path}: environment variable {var} is not set")
+
+        return _ENV_REF.sub(repl, value)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, f"{path}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
+    """Turn ``["target.table=x", "batch_size=100"]`` into ``{"target.table": "x", ...}``.
+
+    Values are parsed as YAML scalars, so numbers and booleans get their types.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected key=value")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"--set {item!r}: cannot parse the value: {exc}") from exc
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Set dotted keys (``target.table``) in a nested mapping, creating levels as needed."""
+    for dotted, value in overrides.items():
+        node = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"cannot set {dotted!r}: {part!r} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data
+
+
+def load_job(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Job:
+    """Load a job from a YAML (``.yaml``, ``.yml``) or TOML (``.toml``) file.
+
+    ``${VAR}`` and ``${VAR:-default}`` in string values are replaced from the environment. The
+    file's directory is put on ``sys.path`` so that ``transform: my_module:fn`` finds a module
+    that sits beside the job file.
+
+    Args:
+        path: The job file.
+        overrides: Dotted keys to set before validation (``{"target.table": "x"}``).
+
+    Raises:
+        ConfigError: If the file cannot be read or parsed, or the job is invalid; the message
+            names the file and the offending key.
+    """
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read job file {str(file)!r}: {exc.strerror}") from exc
+    try:
+        if file.suffix.lower() == ".toml":
+            raw: Any = tomllib.loads(text)
+        else:
+            raw = yaml.safe_load(text)
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot parse job file {str(file)!r}: {exc}") from exc
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"job file {str(file)!r} must hold a mapping at the top level")
+    data = _interpolate(apply_overrides(raw, overrides or {}), "")
+    job_dir = str(file.resolve().parent)
+    if job_dir not in sys.path:
+        sys.path.insert(0, job_dir)
+    return Job.from_dict(data, f"job file {str(file)!r}")

@@ -1,0 +1,256 @@
+"""Identifier quoting and SQL text: the only module that composes SQL.
+
+Every identifier that reaches SQL goes through :func:`quote_ident`; every value is a bind
+parameter (``$1``) or travels through COPY. Type names that appear in SQL text come from the
+server's own ``format_type()`` or from the fixed inference table in :mod:`pgferry.schema`, and are
+checked by :func:`check_type_name` before use.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from pgferry.errors import ConfigError
+
+__all__ = [
+    "TableName",
+    "check_type_name",
+    "quote_ident",
+]
+
+_BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
+# A type name as format_type() prints it: words, digits, spaces, dots, quotes, commas, parens and
+# brackets, e.g. `numeric(38,10)`, `timestamp(3) with time zone`, `"My Type"[]`. No `;`, no `--`.
+_TYPE_NAME = re.compile(r'[A-Za-z_"][A-Za-z0-9_ ."(),\[\]$]*')
+_MAX_IDENT = 63  # NAMEDATALEN - 1: PostgreSQL silently truncates longer names.
+
+
+def quote_ident(name: str) -> str:
+    """Quote one identifier for SQL, whatever characters it holds.
+
+    Args:
+        name: The identifier exactly as stored in the catalog (no folding is applied).
+
+    Returns:
+        The name in double quotes with embedded quotes doubled.
+
+    Raises:
+        ConfigError: If the name is empty, contains a NUL byte or is longer than PostgreSQL
+            keeps (63 bytes), which would otherwise be truncated silently.
+    """
+    if not name:
+        raise ConfigError("an identifier cannot be empty")
+    if "\x00" in name:
+        raise ConfigError(f"identifier {name!r} contains a NUL byte")
+    if len(name.encode()) > _MAX_IDENT:
+        raise ConfigError(f"identifier {name!r} is longer than PostgreSQL's 63-byte limit")
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_columns(columns: Iterable[str]) -> str:
+    """A comma-separated list of quoted column names."""
+    return ", ".join(quote_ident(c) for c in columns)
+
+
+def check_type_name(type_name: str) -> str:
+    """Return ``type_name`` if it looks like a PostgreSQL type expression, else raise.
+
+    Type names come from ``format_type()`` or from the job's ``target.columns``; the latter is
+    user input, so it is checked before it is written into DDL.
+    """
+    text = type_name.strip()
+    if not _TYPE_NAME.fullmatch(text) or "--" in text or text.count('"') % 2:
+        raise ConfigError(f"{type_name!r} is not a valid PostgreSQL type name")
+    return text
+
+
+def _split_qualified(text: str) -> list[str]:
+    """Split ``a.b`` into parts, honouring double quotes and folding bare names to lower case."""
+    parts: list[str] = []
+    i, n = 0, len(text)
+    while True:
+        while i < n and text[i].isspace():
+            i += 1
+        if i < n and text[i] == '"':
+            j = i + 1
+            buf: list[str] = []
+            while True:
+                k = text.find('"', j)
+                if k < 0:
+                    raise ConfigError(f"unterminated quoted identifier in {text!r}")
+                buf.append(text[j:k])
+                if k + 1 < n and text[k + 1] == '"':
+                    buf.append('"')
+                    j = k + 2
+                    continue
+                i = k + 1
+                break
+            parts.append("".join(buf))
+        else:
+            m = _BARE.match(text, i)
+            if not m:
+                raise ConfigError(
+                    f"cannot parse table name {text!r}: write names with other characters in "
+                    'double quotes (e.g. "My Table"), or give the parts as a list'
+                )
+            # PostgreSQL folds unquoted identifiers to lower case; so do we.
+            parts.append(m.group(0).lower())
+            i = m.end()
+        while i < n and text[i].isspace():
+            i += 1
+        if i == n:
+            return parts
+        if text[i] != ".":
+            raise ConfigError(f"unexpected {text[i]!r} in table name {text!r}")
+        i += 1
+
+
+@dataclass(frozen=True, order=True)
+class TableName:
+    """A possibly schema-qualified table name, stored unquoted exactly as in the catalog.
+
+    Attributes:
+        schema: The schema, or ``None`` to follow the connection's ``search_path``.
+        name: The table name.
+    """
+
+    schema: str | None
+    name: str
+
+    @classmethod
+    def parse(cls, value: str | Sequence[str] | TableName) -> TableName:
+        """Build a table name from SQL text or from its parts.
+
+        ``"public.orders"`` and ``'"Mixed Case"."we""ird; --"'`` follow SQL syntax: bare names
+        are folded to lower case, quoted names are taken as written. A list or tuple
+        ``["Mixed Case", 'we"ird; --']`` is taken literally, with no folding or unquoting.
+
+        Raises:
+            ConfigError: If the text is not a valid one- or two-part name.
+        """
+        if isinstance(value, TableName):
+            return value
+        parts = _split_qualified(value) if isinstance(value, str) else [str(p) for p in value]
+        if len(parts) == 1:
+            table = cls(None, parts[0])
+        elif len(parts) == 2:
+            table = cls(parts[0], parts[1])
+        else:
+            raise ConfigError(f"table name {value!r} must have one or two parts (schema.table)")
+        table.sql  # noqa: B018 - validates both parts (empty, NUL, too long)
+        return table
+
+    @property
+    def sql(self) -> str:
+        """The quoted name, ready for SQL text."""
+        if self.schema is None:
+            return quote_ident(self.name)
+        return f"{quote_ident(self.schema)}.{quote_ident(self.name)}"
+
+    def sibling(self, name: str) -> TableName:
+        """A table with another name in the same schema."""
+        return TableName(self.schema, name)
+
+    def __str__(self) -> str:
+        def show(part: str) -> str:
+            plain = _BARE.fullmatch(part) and part == part.lower()
+            return part if plain else quote_ident(part)
+
+        return self.name if self.schema is None else f"{show(self.schema)}.{show(self.name)}"
+
+
+# --- Statements ----------------------------------------------------------------------------
+
+
+def select_from_table(table: TableName, columns: Sequence[str]) -> str:
+    """``SELECT "a", "b" FROM "s"."t"``."""
+    return f"SELECT {quote_columns(columns)} FROM {table.sql}"
+
+
+def select_with_casts(query: str, columns: Sequence[tuple[str, str | None]]) -> str:
+    """Wrap ``query`` so that selected columns are cast to the target's types where needed.
+
+    Binary COPY requires the wire format of each column to match the target column's type
+    exactly (an ``int4`` cannot be read into an ``int8`` column), so the binary pipe casts on
+    the source side.
+    """
+    items = []
+    for name, cast in columns:
+        col = quote_ident(name)
+        items.append(f"{col}::{check_type_name(cast)} AS {col}" if cast else col)
+    return f"SELECT {', '.join(items)} FROM ({query}) AS pgferry_src"
+
+
+def create_table(table: TableName, columns: Sequence[tuple[str, str]]) -> str:
+    """``CREATE TABLE`` with the given (name, type) columns."""
+    cols = ", ".join(f"{quote_ident(n)} {check_type_name(t)}" for n, t in columns)
+    return f"CREATE TABLE {table.sql} ({cols})"
+
+
+def create_table_like(table: TableName, like: TableName) -> str:
+    """A table with the same columns, defaults, constraints, indexes and column comments."""
+    return f"CREATE TABLE {table.sql} (LIKE {like.sql} INCLUDING ALL)"
+
+
+def drop_table(table: TableName) -> str:
+    """``DROP TABLE IF EXISTS`` (no CASCADE: dependent objects make it fail, never vanish)."""
+    return f"DROP TABLE IF EXISTS {table.sql}"
+
+
+def rename_table(table: TableName, new_name: str) -> str:
+    """``ALTER TABLE … RENAME TO …``."""
+    return f"ALTER TABLE {table.sql} RENAME TO {quote_ident(new_name)}"
+
+
+def rename_index(schema: str, index: str, new_name: str) -> str:
+    """``ALTER INDEX … RENAME TO …``."""
+    return f"ALTER INDEX {TableName(schema, index).sql} RENAME TO {quote_ident(new_name)}"
+
+
+def rename_constraint(table: TableName, constraint: str, new_name: str) -> str:
+    """``ALTER TABLE … RENAME CONSTRAINT … TO …``."""
+    return (
+        f"ALTER TABLE {table.sql} RENAME CONSTRAINT {quote_ident(constraint)} "
+        f"TO {quote_ident(new_name)}"
+    )
+
+
+def lock_table(table: TableName) -> str:
+    """``LOCK TABLE … IN ACCESS EXCLUSIVE MODE``."""
+    return f"LOCK TABLE {table.sql} IN ACCESS EXCLUSIVE MODE"
+
+
+def grant(table: TableName, privilege: str, grantee: str | None, with_grant: bool) -> str:
+    """``GRANT privilege ON table TO grantee``; ``grantee=None`` means PUBLIC."""
+    allowed = {
+        "SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "MAINTAIN",
+    }  # fmt: skip
+    if privilege not in allowed:
+        raise ConfigError(f"unexpected privilege {privilege!r}")
+    who = "PUBLIC" if grantee is None else quote_ident(grantee)
+    suffix = " WITH GRANT OPTION" if with_grant else ""
+    return f"GRANT {privilege} ON {table.sql} TO {who}{suffix}"
+
+
+def replace_view(view: str, definition: str) -> str:
+    """``CREATE OR REPLACE VIEW``; both parts are server output (``regclass`` text and
+    ``pg_get_viewdef``), not user input."""
+    return f"CREATE OR REPLACE VIEW {view} AS {definition}"
+
+
+def create_probe_view(query: str) -> str:
+    """A temporary view over the user's source query, to read its exact column types."""
+    return f"CREATE TEMPORARY VIEW pgferry_probe AS {query}"
+
+
+def set_lock_timeout() -> str:
+    """Bind-parameter form of ``SET LOCAL lock_timeout`` (``set_config`` takes values)."""
+    return "SELECT set_config('lock_timeout', $1, true)"
+
+
+# Values bound on the server side: COMMENT and CREATE VIEW take no bind parameters, so the text
+# is produced by format() with %I / %L from bound values and executed as the result.
+FORMAT_COMMENT_ON_TABLE = "SELECT format('COMMENT ON TABLE %s IS %L', $1::text, $2::text)"
+FORMAT_OWNER = "SELECT format('ALTER TABLE %s OWNER TO %I', $1::text, $2::text)"

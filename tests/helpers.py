@@ -1,0 +1,71 @@
+"""Small synchronous database helpers for tests (``from helpers import execute, fetch``).
+
+Each call opens its own asyncpg connection and closes it: slow, but simple and independent of any
+event loop. Called from inside a running loop (an ``async def`` test) they run in a worker thread;
+async tests are better off awaiting asyncpg directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import urllib.parse
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import asyncpg
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Databases:
+    """The two fresh databases of the ``dbs`` fixture."""
+
+    source: str
+    target: str
+
+
+def _run(coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro_fn())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro_fn()).result()
+
+
+def _with_connection(dsn: str, use: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    async def go() -> T:
+        conn = await asyncpg.connect(dsn, timeout=30)
+        try:
+            return await use(conn)
+        finally:
+            await conn.close()
+
+    return _run(go)
+
+
+def execute(dsn: str, sql: str, *args: Any) -> str:
+    """Run a statement (several, without ``args``); return the status, e.g. ``'INSERT 0 3'``."""
+    status: str = _with_connection(dsn, lambda conn: conn.execute(sql, *args))
+    return status
+
+
+def fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    """Return all rows of a query."""
+    return _with_connection(dsn, lambda conn: conn.fetch(sql, *args))
+
+
+def fetchval(dsn: str, sql: str, *args: Any) -> Any:
+    """Return the first column of the first row of a query (``None`` when there is no row)."""
+    return _with_connection(dsn, lambda conn: conn.fetchval(sql, *args))
+
+
+def dsn_with_database(dsn: str, database: str) -> str:
+    """Return ``dsn`` (a ``postgresql://`` URL) pointing at another database of the same server."""
+    parts = urllib.parse.urlsplit(dsn)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError("expected a DSN of the form postgresql://user@host:port/database")
+    return urllib.parse.urlunsplit(parts._replace(path="/" + urllib.parse.quote(database, safe="")))
