@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import copyreg
 import datetime as dt
 import json
 import logging
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import asyncpg
+from asyncpg.pgproto import types as pgtypes
 
 from pgferry.errors import (
     ConfigError,
@@ -19,7 +22,23 @@ from pgferry.errors import (
 )
 from pgferry.spec import mask_dsn
 
-__all__ = ["Interval", "close_quietly", "connect", "is_transient_pg_error"]
+__all__ = [
+    "DATE_INFINITY",
+    "DATE_MINUS_INFINITY",
+    "TIMESTAMPTZ_INFINITY",
+    "TIMESTAMPTZ_MINUS_INFINITY",
+    "TIMESTAMP_INFINITY",
+    "TIMESTAMP_MINUS_INFINITY",
+    "TIME_24_00",
+    "EndOfDay",
+    "InfiniteDate",
+    "InfiniteDatetime",
+    "Interval",
+    "close_quietly",
+    "connect",
+    "install_codecs",
+    "is_transient_pg_error",
+]
 
 log = logging.getLogger("pgferry")
 
@@ -64,6 +83,231 @@ def _encode_interval(value: Any) -> tuple[int, int, int]:
 
 def _decode_interval(value: tuple[int, int, int]) -> Interval:
     return Interval(*value)
+
+
+# --- Dates and times -------------------------------------------------------------------------
+#
+# asyncpg decodes ``infinity`` as ``date.max`` / ``datetime.max`` and encodes those values back
+# as ``infinity``, so a real ``9999-12-31`` (a common "valid until" sentinel) or
+# ``0001-01-01`` silently becomes ``±infinity`` on the row path. It also truncates a ``timetz``
+# offset to whole minutes and cannot decode ``24:00:00``. pgferry's codecs keep them apart:
+# ``±infinity`` and ``24:00:00`` decode as instances of marker subclasses that compare equal to
+# the nearest Python value (``date.max``, ``time.max``, …) and encode back exactly; plain
+# values encode as themselves.
+
+
+class InfiniteDate(dt.date):
+    """``infinity`` / ``-infinity`` of a ``date`` column: equal to ``date.max`` / ``date.min``."""
+
+    __slots__ = ()
+
+
+class InfiniteDatetime(dt.datetime):
+    """``±infinity`` of a ``timestamp[tz]`` column: equal to ``datetime.max`` / ``.min``."""
+
+    __slots__ = ()
+
+
+class EndOfDay(dt.time):
+    """``24:00:00`` of a ``time[tz]`` column: equal to ``23:59:59.999999``."""
+
+    __slots__ = ()
+
+
+DATE_INFINITY = InfiniteDate(dt.MAXYEAR, 12, 31)
+DATE_MINUS_INFINITY = InfiniteDate(dt.MINYEAR, 1, 1)
+TIMESTAMP_INFINITY = InfiniteDatetime(dt.MAXYEAR, 12, 31, 23, 59, 59, 999999)
+TIMESTAMP_MINUS_INFINITY = InfiniteDatetime(dt.MINYEAR, 1, 1)
+TIMESTAMPTZ_INFINITY = TIMESTAMP_INFINITY.replace(tzinfo=dt.UTC)
+TIMESTAMPTZ_MINUS_INFINITY = TIMESTAMP_MINUS_INFINITY.replace(tzinfo=dt.UTC)
+TIME_24_00 = EndOfDay(23, 59, 59, 999999)
+
+_PG_DATE_INF = 0x7FFFFFFF
+_PG_DATE_MINUS_INF = -0x80000000
+_PG_TS_INF = 0x7FFFFFFFFFFFFFFF
+_PG_TS_MINUS_INF = -0x8000000000000000
+_PG_EPOCH_ORDINAL = dt.date(2000, 1, 1).toordinal()
+_PG_EPOCH = dt.datetime(2000, 1, 1)
+_PG_EPOCH_UTC = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+_DAY_US = 86_400_000_000
+_US = dt.timedelta(microseconds=1)
+
+
+def _out_of_range(type_name: str, detail: str) -> ValueError:
+    return ValueError(
+        f"a {type_name} value {detail} is outside what Python's datetime can hold (years "
+        f"1-9999); move this column without a transform, or cast it to text in the source query"
+    )
+
+
+def _decode_date(value: tuple[int]) -> dt.date:
+    days = value[0]
+    if days == _PG_DATE_INF:
+        return DATE_INFINITY
+    if days == _PG_DATE_MINUS_INF:
+        return DATE_MINUS_INFINITY
+    try:
+        return dt.date.fromordinal(days + _PG_EPOCH_ORDINAL)
+    except (ValueError, OverflowError):
+        raise _out_of_range("date", f"{days} days from 2000-01-01") from None
+
+
+def _encode_date(value: Any) -> tuple[int]:
+    if isinstance(value, InfiniteDate | InfiniteDatetime):
+        return (_PG_DATE_INF if value.year == dt.MAXYEAR else _PG_DATE_MINUS_INF,)
+    return (value.toordinal() - _PG_EPOCH_ORDINAL,)
+
+
+def _decode_timestamp(value: tuple[int]) -> dt.datetime:
+    us = value[0]
+    if us == _PG_TS_INF:
+        return TIMESTAMP_INFINITY
+    if us == _PG_TS_MINUS_INF:
+        return TIMESTAMP_MINUS_INFINITY
+    try:
+        return _PG_EPOCH + dt.timedelta(microseconds=us)
+    except OverflowError:
+        raise _out_of_range("timestamp", f"{us} µs from 2000-01-01") from None
+
+
+def _encode_timestamp(value: Any) -> tuple[int]:
+    if isinstance(value, InfiniteDatetime | InfiniteDate):
+        return (_PG_TS_INF if value.year == dt.MAXYEAR else _PG_TS_MINUS_INF,)
+    if not isinstance(value, dt.datetime):
+        if not isinstance(value, dt.date):
+            raise TypeError(f"expected a datetime.datetime or datetime.date, got {type(value)}")
+        value = dt.datetime(value.year, value.month, value.day)
+    return ((value - _PG_EPOCH) // _US,)
+
+
+def _decode_timestamptz(value: tuple[int]) -> dt.datetime:
+    us = value[0]
+    if us == _PG_TS_INF:
+        return TIMESTAMPTZ_INFINITY
+    if us == _PG_TS_MINUS_INF:
+        return TIMESTAMPTZ_MINUS_INFINITY
+    try:
+        return _PG_EPOCH_UTC + dt.timedelta(microseconds=us)
+    except OverflowError:
+        raise _out_of_range("timestamptz", f"{us} µs from 2000-01-01 UTC") from None
+
+
+def _encode_timestamptz(value: Any) -> tuple[int]:
+    if isinstance(value, InfiniteDatetime | InfiniteDate):
+        return (_PG_TS_INF if value.year == dt.MAXYEAR else _PG_TS_MINUS_INF,)
+    if not isinstance(value, dt.datetime):
+        if not isinstance(value, dt.date):
+            raise TypeError(f"expected a datetime.datetime or datetime.date, got {type(value)}")
+        value = dt.datetime(value.year, value.month, value.day)
+    # A naive datetime is taken as local time, as asyncpg does.
+    return ((value.astimezone(dt.UTC) - _PG_EPOCH_UTC) // _US,)
+
+
+def _time_from_us(us: int, tz: dt.tzinfo | None) -> dt.time:
+    if us == _DAY_US:
+        return EndOfDay(23, 59, 59, 999999, tzinfo=tz)
+    seconds, micro = divmod(us, 1_000_000)
+    minutes, second = divmod(seconds, 60)
+    hour, minute = divmod(minutes, 60)
+    return dt.time(hour, minute, second, micro, tzinfo=tz)
+
+
+def _us_of_time(value: dt.time) -> int:
+    if isinstance(value, EndOfDay):
+        return _DAY_US
+    return ((value.hour * 60 + value.minute) * 60 + value.second) * 1_000_000 + value.microsecond
+
+
+def _decode_time(value: tuple[int]) -> dt.time:
+    return _time_from_us(value[0], None)
+
+
+def _encode_time(value: dt.time) -> tuple[int]:
+    return (_us_of_time(value),)
+
+
+def _decode_timetz(value: tuple[int, int]) -> dt.time:
+    us, zone = value
+    # PostgreSQL stores the zone as seconds west of UTC, Python as the offset east of it.
+    return _time_from_us(us, dt.timezone(dt.timedelta(seconds=-zone)))
+
+
+def _encode_timetz(value: dt.time) -> tuple[int, int]:
+    offset = value.utcoffset()
+    if offset is None:
+        raise TypeError("a time with time zone needs a datetime.time with tzinfo")
+    return (_us_of_time(value), -(offset // dt.timedelta(seconds=1)))
+
+
+# --- MAC addresses ---------------------------------------------------------------------------
+# asyncpg has text codecs only for these, and COPY from Python rows needs binary encoders.
+
+
+def _mac_bytes(value: Any, size: int) -> bytes:
+    if isinstance(value, bytes | bytearray):
+        raw = bytes(value)
+    else:
+        digits = "".join(ch for ch in str(value) if ch not in ":-. ")
+        try:
+            raw = bytes.fromhex(digits)
+        except ValueError:
+            raw = b""
+    if size == 8 and len(raw) == 6:  # PostgreSQL's own conversion of a 6-byte address
+        raw = raw[:3] + b"\xff\xfe" + raw[3:]
+    if len(raw) != size:
+        raise ValueError(f"invalid MAC address for a {size}-byte column: {value!r}")
+    return raw
+
+
+def _encode_macaddr(value: Any) -> bytes:
+    return _mac_bytes(value, 6)
+
+
+def _encode_macaddr8(value: Any) -> bytes:
+    return _mac_bytes(value, 8)
+
+
+def _decode_mac(value: bytes) -> str:
+    return value.hex(":")
+
+
+# --- Pickling decoded values for the process pool ---------------------------------------------
+# asyncpg's geometric types are tuple subclasses whose __new__ takes the fields as separate
+# arguments, so the default pickling (tuple contents as one argument) fails; composite values
+# arrive as asyncpg.Record, which does not pickle at all. Register reducers once, at import,
+# in the parent and (through ``import pgferry``) in every pool worker.
+
+
+def _reduce_point(p: Any) -> tuple[Any, ...]:
+    return pgtypes.Point, (p[0], p[1])
+
+
+def _reduce_pair_of_points(v: Any) -> tuple[Any, ...]:
+    return type(v), (tuple(v[0]), tuple(v[1]))
+
+
+def _reduce_line(v: Any) -> tuple[Any, ...]:
+    return pgtypes.Line, (v[0], v[1], v[2])
+
+
+def _reduce_circle(v: Any) -> tuple[Any, ...]:
+    return pgtypes.Circle, (v[0], v[1])
+
+
+def _reduce_record(r: Any) -> tuple[Any, ...]:
+    # A composite value is written from a tuple of its fields just as well.
+    return tuple, (tuple(r),)
+
+
+copyreg.pickle(pgtypes.Point, _reduce_point)
+copyreg.pickle(pgtypes.Box, _reduce_pair_of_points)
+copyreg.pickle(pgtypes.LineSegment, _reduce_pair_of_points)
+copyreg.pickle(pgtypes.Line, _reduce_line)
+copyreg.pickle(pgtypes.Circle, _reduce_circle)
+copyreg.pickle(asyncpg.Record, _reduce_record)
+
+
+# --- JSON ------------------------------------------------------------------------------------
 
 
 def _encode_json(value: Any) -> bytes:
@@ -161,14 +405,31 @@ async def connect(
 
 
 async def install_codecs(conn: asyncpg.Connection) -> None:
-    """Exact interval codec; json/jsonb as text in, text or any JSON-able value out."""
-    await conn.set_type_codec(
-        "interval",
-        schema="pg_catalog",
-        encoder=_encode_interval,
-        decoder=_decode_interval,
-        format="tuple",
+    """Codecs under which every value round-trips exactly through Python (the row path).
+
+    * ``interval`` as :class:`Interval` (months, days, microseconds kept apart);
+    * ``date``, ``timestamp``, ``timestamptz``, ``time``, ``timetz`` as :mod:`datetime` values,
+      with ``±infinity`` and ``24:00:00`` as marker subclasses (:data:`DATE_INFINITY`,
+      :data:`TIME_24_00`, …) and ``timetz`` offsets to the second;
+    * ``json``/``jsonb`` as text in, text or any JSON-able value out;
+    * ``macaddr``/``macaddr8`` as text, with the binary encoders COPY needs.
+    """
+    tuple_codecs: tuple[tuple[str, Callable[[Any], Any], Callable[[Any], Any]], ...] = (
+        ("interval", _encode_interval, _decode_interval),
+        ("date", _encode_date, _decode_date),
+        ("timestamp", _encode_timestamp, _decode_timestamp),
+        ("timestamptz", _encode_timestamptz, _decode_timestamptz),
+        ("time", _encode_time, _decode_time),
+        ("timetz", _encode_timetz, _decode_timetz),
     )
+    for name, encoder, decoder in tuple_codecs:
+        await conn.set_type_codec(
+            name, schema="pg_catalog", encoder=encoder, decoder=decoder, format="tuple"
+        )
+    for mac, mac_encoder in (("macaddr", _encode_macaddr), ("macaddr8", _encode_macaddr8)):
+        await conn.set_type_codec(
+            mac, schema="pg_catalog", encoder=mac_encoder, decoder=_decode_mac, format="binary"
+        )
     await conn.set_type_codec(
         "json", schema="pg_catalog", encoder=_encode_json, decoder=_decode_json, format="binary"
     )

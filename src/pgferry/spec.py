@@ -14,7 +14,6 @@ import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -43,22 +42,21 @@ def mask_dsn(dsn: str | None) -> str | None:
     """Return ``dsn`` with any password replaced by ``***``.
 
     Handles URLs (``postgresql://user:secret@host/db``, ``?password=secret``) and libpq
-    keyword strings (``host=h password=secret``).
+    keyword strings (``host=h password=secret``). Works on malformed DSNs too: masking must
+    never fail, since it runs while reporting errors.
     """
     if dsn is None:
         return None
     masked = re.sub(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", r"\1***", dsn)
-    if "://" in masked:
-        try:
-            parts = urlsplit(masked)
-        except ValueError:
-            return "***"
-        if parts.password is not None:
-            host = parts.hostname or ""
-            if parts.port is not None:
-                host = f"{host}:{parts.port}"
-            user = parts.username or ""
-            masked = urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    scheme, sep, rest = masked.partition("://")
+    if sep:
+        end = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0),
+                  default=len(rest))  # fmt: skip
+        netloc, tail = rest[:end], rest[end:]
+        userinfo, at, hosts = netloc.rpartition("@")
+        if at and ":" in userinfo:
+            user = userinfo.split(":", 1)[0]
+            masked = f"{scheme}://{user}:***@{hosts}{tail}"
     return masked
 
 

@@ -245,6 +245,11 @@ def create_probe_view(query: str) -> str:
     return f"CREATE TEMPORARY VIEW pgferry_probe AS {query}"
 
 
+def cast_parameter(type_name: str) -> str:
+    """``SELECT $1::type``: makes the driver encode a value with that type's encoder."""
+    return f"SELECT $1::{check_type_name(type_name)}"
+
+
 def set_lock_timeout() -> str:
     """Bind-parameter form of ``SET LOCAL lock_timeout`` (``set_config`` takes values)."""
     return "SELECT set_config('lock_timeout', $1, true)"

@@ -31,7 +31,13 @@ from pgferry import schema, sql
 from pgferry.connection import close_quietly, connect
 from pgferry.engine import transform as tf
 from pgferry.engine.extract import END, extract_batches, pipe_out
-from pgferry.engine.load import ReplacePlan, copy_batch, copy_stream, load_failure
+from pgferry.engine.load import (
+    ReplacePlan,
+    copy_batch,
+    copy_stream,
+    explain_encode_failure,
+    load_failure,
+)
 from pgferry.errors import PgferryError, SchemaError, TransformError
 from pgferry.result import RunResult
 from pgferry.schema import Column
@@ -356,7 +362,12 @@ async def _run_rows(
                         fn, is_batch, batch.columns, batch.rows, key
                     )
                 except PgferryError as exc:
-                    raise exc.with_context(job=job.name, batch=batch.seq) from exc.__cause__
+                    # Handed to the loader like a pool result, so that the batches before
+                    # this one are committed first and the failure surfaces in order.
+                    fut.set_exception(exc)
+                    with ts.waiting():
+                        await done.put((batch.seq, batch.rows_read, fut))
+                    return
                 elapsed = time.perf_counter() - start
                 ts.busy_s += elapsed
                 fut.set_result((out_cols, out_rows, 0.0))
@@ -416,6 +427,12 @@ async def _run_rows(
                         raise load_failure(
                             exc, job=job.name, table=target.table, batch=seq, columns=canonical
                         ) from exc
+                    except (TypeError, ValueError, OverflowError, AttributeError) as exc:
+                        raise await explain_encode_failure(
+                            exc, tgt, job=job.name, table=target.table,
+                            copy_into=target.copy_into, batch=seq, columns=canonical,
+                            rows=out_rows,
+                        ) from exc  # fmt: skip
                 result.rows_written += len(out_rows)
                 result.batches += 1
             if on_progress is not None:
@@ -467,8 +484,9 @@ def _reorder(
 
 async def _shutdown_pool(pool: ProcessPoolExecutor) -> None:
     """Stop the pool without blocking the event loop; kill workers if they do not exit."""
+    # Taken before shutdown(), which forgets them.
+    processes = list((getattr(pool, "_processes", None) or {}).values())
     pool.shutdown(wait=False, cancel_futures=True)
-    processes = list(getattr(pool, "_processes", {}).values())
 
     def join() -> None:
         for proc in processes:
