@@ -1,6 +1,8 @@
 """The ``pgferry`` command line: ``run`` and ``demo``.
 
-Exit codes: 0 success, 1 the run failed, 2 invalid job or arguments, 130 interrupted.
+Exit codes: 0 success; 1 the run failed (a missing table, an unimportable transform, an
+unreachable host…); 2 the job could not be built (invalid file, key, value or option);
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -126,7 +128,8 @@ def summary_table(result: RunResult) -> Table:
 
 
 def _fail(message: str, code: int, *, as_json: bool, result: RunResult | None = None) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    err_console.print("[bold red]error:[/]", end=" ")
+    err_console.print(message, highlight=False, markup=False, soft_wrap=True)
     if as_json:
         payload = result.to_dict() if result else {"status": "failed", "error": message}
         click.echo(json.dumps(payload))
@@ -183,8 +186,9 @@ def run(job_file: Path | None, sets: tuple[str, ...], as_json: bool, quiet: bool
     except PgferryError as exc:
         if debug:
             traceback.print_exc()
-        code = 2 if isinstance(exc, ConfigError) else 1
-        _fail(str(exc), code, as_json=as_json, result=getattr(exc, "result", None))
+        # Exit 2 is for a job that could not be built at all; once the run has started, any
+        # failure (a missing table, a bad transform path, an unreachable host) is exit 1.
+        _fail(str(exc), 1, as_json=as_json, result=getattr(exc, "result", None))
     if as_json:
         click.echo(result.to_json())
     elif not quiet:

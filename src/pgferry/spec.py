@@ -97,12 +97,6 @@ def _format_validation_error(exc: ValidationError, where: str) -> str:
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise ConfigError(_format_validation_error(exc, type(self).__name__)) from exc
-
     def __repr_args__(self) -> Any:
         # Secrets never reach a repr, a log line or an error message.
         for name, value in super().__repr_args__():
@@ -200,6 +194,14 @@ class Job(_Model):
     statement_timeout: float | None = Field(default=None, gt=0)
     lock_timeout: float = Field(default=5.0, gt=0)
     swap_retries: int = Field(default=5, ge=1)
+
+    def __init__(self, **data: Any) -> None:
+        # Only the top-level model wraps errors: pydantic calls a custom __init__ of nested
+        # models too, which would nest one error inside another.
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(_format_validation_error(exc, "job")) from exc
 
     @field_validator("transform")
     @classmethod

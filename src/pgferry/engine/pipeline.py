@@ -457,6 +457,7 @@ async def _run_rows(
     try:
         await _run_stages(extract_stage(), transform_stage(), load_stage())
     finally:
+        _discard_pending(done)
         if pool is not None:
             await _shutdown_pool(pool)
 
@@ -480,6 +481,20 @@ def _reorder(
         )
     index = [cols.index(c) for c in canonical]
     return [tuple(row[i] for i in index) for row in rows]
+
+
+def _discard_pending(queue: asyncio.Queue[Any]) -> None:
+    """Drop results a failed run will never load, marking their errors as seen."""
+    while not queue.empty():
+        item = queue.get_nowait()
+        if item is END:
+            continue
+        fut = item[2]
+        if fut.done():
+            if not fut.cancelled():
+                fut.exception()
+        else:
+            fut.cancel()
 
 
 async def _shutdown_pool(pool: ProcessPoolExecutor) -> None:

@@ -1,0 +1,194 @@
+"""The command line, run as a user runs it: a subprocess with real files and a real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from helpers import Databases, execute, fetchval
+from pgferry.demo import workload_statements
+
+PGFERRY = [sys.executable, "-m", "pgferry"]
+
+
+def load_workload(dsn: str, rows: int) -> None:
+    for statement in workload_statements(rows):
+        execute(dsn, statement)
+
+
+def pgferry(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+            ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    return subprocess.run(
+        [*PGFERRY, *args], capture_output=True, text=True, timeout=120,
+        env={**os.environ, **(env or {})}, cwd=cwd,
+    )  # fmt: skip
+
+
+def test_run_job_file_with_env_and_json(dbs: Databases, tmp_path: Path) -> None:
+    load_workload(dbs.source, 1_000)
+    (tmp_path / "people_transform.py").write_text(
+        "def split(row):\n"
+        "    first, _, last = row['name'].partition(' ')\n"
+        "    return {'id': row['id'], 'first_name': first, 'last_name': last}\n"
+    )
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "name: people-copy\n"
+        "source:\n  dsn: ${SRC_DSN}\n  table: bench_src\n  key: id\n"
+        "target:\n  dsn: ${TGT_DSN}\n  table: public.people\n"
+        "transform: people_transform:split\n"
+        "batch_size: 300\n"
+    )
+    proc = pgferry("run", str(job), "--json", "--set", "workers=0",
+                   env={"SRC_DSN": dbs.source, "TGT_DSN": dbs.target})  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)  # exactly one JSON object, nothing else
+    assert result["status"] == "success"
+    assert result["job"] == "people-copy"
+    assert result["rows_written"] == 1_000
+    assert result["batches"] == 4
+    assert set(result["stages"]) == {"extract", "transform", "load"}
+    expected = fetchval(dbs.source, "SELECT count(DISTINCT substr(name, strpos(name, ' ') + 1)) "
+                        "FROM bench_src")  # fmt: skip
+    assert fetchval(dbs.target, "SELECT count(DISTINCT last_name) FROM people") == expected
+
+
+def test_run_inline_options(dbs: Databases) -> None:
+    load_workload(dbs.source, 100)
+    proc = pgferry("run", "--source-dsn", dbs.source, "--source-table", "bench_src",
+                   "--target-dsn", dbs.target, "--target-table", "copy", "--mode", "replace",
+                   "--quiet")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
+    assert fetchval(dbs.target, "SELECT count(*) FROM copy") == 100
+
+
+def test_summary_table_without_json(dbs: Databases) -> None:
+    load_workload(dbs.source, 10)
+    proc = pgferry("run", "--source-dsn", dbs.source, "--source-table", "bench_src",
+                   "--target-dsn", dbs.target, "--target-table", "copy")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "rows written" in proc.stdout
+    assert "success" in proc.stdout
+
+
+def test_invalid_job_exits_2_naming_the_key(tmp_path: Path) -> None:
+    job = tmp_path / "bad.yaml"
+    job.write_text("source: {dsn: x, table: t, tabel: u}\ntarget: {table: t, mode: upsertt}\n")
+    proc = pgferry("run", str(job))
+    assert proc.returncode == 2
+    assert "source.tabel: unknown key" in proc.stderr
+    assert "target.mode" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = pgferry("run", str(job), "--json")
+    assert proc.returncode == 2
+    assert json.loads(proc.stdout)["status"] == "failed"
+
+
+def test_missing_env_var_and_missing_file(tmp_path: Path) -> None:
+    job = tmp_path / "job.toml"
+    job.write_text(
+        '[source]\ndsn = "${NOT_SET_ANYWHERE_123}"\ntable = "t"\n[target]\ntable = "t"\n'
+    )
+    proc = pgferry("run", str(job))
+    assert proc.returncode == 2
+    assert "source.dsn: environment variable NOT_SET_ANYWHERE_123 is not set" in proc.stderr
+    proc = pgferry("run", str(tmp_path / "nope.yaml"))
+    assert proc.returncode == 2
+    assert "cannot read job file" in proc.stderr
+
+
+def test_failed_run_exits_1_with_clear_message(dbs: Databases) -> None:
+    proc = pgferry("run", "--source-dsn", dbs.source, "--source-table", "missing_table",
+                   "--target-dsn", dbs.target, "--target-table", "copy")  # fmt: skip
+    assert proc.returncode == 1
+    assert "source table missing_table does not exist" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    debug = pgferry("run", "--source-dsn", dbs.source, "--source-table", "missing_table",
+                    "--target-dsn", dbs.target, "--target-table", "copy", "--debug")  # fmt: skip
+    assert debug.returncode == 1
+    assert "Traceback" in debug.stderr
+
+
+def test_password_never_printed(dbs: Databases) -> None:
+    dsn = dbs.source.replace("postgres@", "postgres:hunter2@")
+    proc = pgferry("run", "--source-dsn", dsn, "--source-table", "missing_table",
+                   "--target-dsn", dsn, "--target-table", "copy", "--json", "--debug")  # fmt: skip
+    assert proc.returncode == 1
+    assert "hunter2" not in proc.stdout + proc.stderr
+
+
+def test_progress_bar_on_a_terminal(dbs: Databases) -> None:
+    load_workload(dbs.source, 3_000)
+    primary, secondary = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [*PGFERRY, "run", "--source-dsn", dbs.source, "--source-table", "bench_src",
+             "--target-dsn", dbs.target, "--target-table", "copy", "--transform",
+             "pgferry.demo:split_name", "--batch-size", "500", "--workers", "0"],
+            stdout=subprocess.PIPE, stderr=secondary, text=True, timeout=120,
+            env={**os.environ, "COLUMNS": "160"},
+        )  # fmt: skip
+        os.close(secondary)
+        secondary = -1
+        chunks = []
+        while True:
+            try:
+                data = os.read(primary, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            chunks.append(data)
+        screen = b"".join(chunks).decode(errors="replace")
+    finally:
+        os.close(primary)
+        if secondary >= 0:
+            os.close(secondary)
+    assert proc.returncode == 0
+    assert "3000/3000" in screen  # rows done / estimated total from pg_class.reltuples
+    assert "rows/s" in screen
+
+
+def test_ctrl_c_stops_cleanly(dbs: Databases, tmp_path: Path) -> None:
+    load_workload(dbs.source, 50_000)
+    (tmp_path / "slow.py").write_text(
+        "import time\n\ndef slow(row):\n    time.sleep(0.0002)\n    return row\n"
+    )
+    job = tmp_path / "job.yaml"
+    job.write_text(f"source: {{dsn: '{dbs.source}', table: bench_src}}\n"
+                   f"target: {{dsn: '{dbs.target}', table: copy}}\n"
+                   "transform: slow:slow\nbatch_size: 1000\nworkers: 0\n")  # fmt: skip
+    proc = subprocess.Popen([*PGFERRY, "run", str(job), "--quiet"], stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if fetchval(dbs.target, "SELECT to_regclass('copy') IS NOT NULL") and fetchval(
+            dbs.target, "SELECT count(*) FROM copy"
+        ):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr
+    assert "Traceback" not in stderr
+    written = fetchval(dbs.target, "SELECT count(*) FROM copy")
+    assert 0 < written < 50_000
+    assert written % 1000 == 0
+    left = fetchval(dbs.target, "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE application_name LIKE 'pgferry:%'")  # fmt: skip
+    assert left == 0
+
+
+def test_demo_small(tmp_path: Path) -> None:
+    proc = pgferry("demo", "--rows", "5000", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "identical" in proc.stdout
+    assert "5,000" in proc.stdout
