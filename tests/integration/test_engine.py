@@ -405,3 +405,37 @@ def test_value_of_the_wrong_python_type_names_column_and_row(dbs: Databases) -> 
     assert info.value.batch == 0
     assert "'19 years'" in str(info.value)
     assert fetchval(dbs.target, "SELECT count(*) FROM people") == 0
+
+
+def _run_in_daemon(source: str, queue: object) -> None:
+    import logging
+
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record.getMessage())
+
+    logging.getLogger("pgferry").addHandler(Keep())
+    j = pgferry.Job.from_dict({
+        "source": {"dsn": source, "table": "bench_src"},
+        "target": {"dsn": source, "table": "people"},
+        "transform": "ferry_transforms:split_name", "workers": 2,
+    })  # fmt: skip
+    result = pgferry.run(j)
+    queue.put((result.workers, result.rows_written, records))  # type: ignore[attr-defined]
+
+
+def test_pool_falls_back_inline_in_a_daemonic_process(dbs: Databases) -> None:
+    import multiprocessing
+
+    load_workload(dbs.source, 1_000)
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_run_in_daemon, args=(dbs.source, queue), daemon=True)
+    proc.start()
+    workers, rows, records = queue.get(timeout=120)
+    proc.join(30)
+    assert (workers, rows) == (0, 1_000)
+    assert any("running the transform inline" in r and "daemonic" in r for r in records)
+    assert differences(dbs.source) == 0
