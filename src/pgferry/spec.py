@@ -47,22 +47,27 @@ def mask_dsn(dsn: str | None) -> str | None:
     """
     if dsn is None:
         return None
-    masked = re.sub(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", r"\1***", dsn)
-    scheme, sep, rest = masked.partition("://")
-    if sep:
-        end = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0),
-                  default=len(rest))  # fmt: skip
-        netloc, tail = rest[:end], rest[end:]
-        userinfo, at, hosts = netloc.rpartition("@")
-        if at and ":" in userinfo:
-            user = userinfo.split(":", 1)[0]
-            masked = f"{scheme}://{user}:***@{hosts}{tail}"
-    return masked
+    scheme, sep, rest = dsn.partition("://")
+    if not sep:
+        # Keyword form: a value ends at white space unless quoted.
+        return re.sub(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", dsn)
+    # URL form: libpq reads the credentials up to the last '@' before the path, so a password
+    # may contain '?', '#' or ':'.
+    slash = rest.find("/")
+    at = rest.rfind("@", 0, slash if slash >= 0 else len(rest))
+    if at >= 0 and ":" in rest[:at]:
+        user = rest[:at].split(":", 1)[0]
+        rest = f"{user}:***{rest[at:]}"
+    rest = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", rest)
+    return f"{scheme}://{rest}"
 
 
 def _as_table(value: Any) -> TableName:
     if isinstance(value, str | list | tuple | TableName):
-        return TableName.parse(value)
+        try:
+            return TableName.parse(value)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
     raise ValueError("expected a table name (text such as schema.table, or a list of parts)")
 
 
@@ -80,22 +85,59 @@ TableField = Annotated[
 KeyField = Annotated[list[str] | None, BeforeValidator(_as_key)]
 
 
-def _format_validation_error(exc: ValidationError, where: str) -> str:
-    lines = []
+class JobValidationError(ConfigError):
+    """A job, source or target failed validation.
+
+    Attributes:
+        problems: ``(dotted key, problem)`` pairs; the key is empty for the model itself.
+    """
+
+    def __init__(
+        self, message: str, *, problems: Sequence[tuple[str, str]] = (), **context: Any
+    ) -> None:
+        super().__init__(message, **context)
+        self.problems = list(problems)
+
+
+def _error_lines(exc: ValidationError) -> list[tuple[str, str]]:
+    lines: list[tuple[str, str]] = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        loc = ".".join(str(p) for p in err["loc"])
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, JobValidationError):
+            # A nested model's own error: prefix its keys with where it sits.
+            for key, text in cause.problems:
+                lines.append((".".join(p for p in (loc, key) if p), text))
+            continue
         if err["type"] == "extra_forbidden":
-            lines.append(f"{loc}: unknown key")
+            text = "unknown key"
         elif err["type"] == "missing":
-            lines.append(f"{loc}: required key is missing")
+            text = "required key is missing"
+        elif isinstance(cause, ConfigError):
+            text = cause.message
         else:
-            msg = err["msg"].removeprefix("Value error, ")
-            lines.append(f"{loc}: {msg}")
-    return f"invalid {where}:\n  " + "\n  ".join(lines)
+            text = err["msg"].removeprefix("Value error, ")
+        lines.append((loc, text))
+    return lines
+
+
+def _validation_error(problems: list[tuple[str, str]], where: str) -> JobValidationError:
+    text = "\n  ".join(f"{key or '(top level)'}: {problem}" for key, problem in problems)
+    return JobValidationError(f"invalid {where}:\n  {text}", problems=problems)
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
+    # Inputs stay out of error messages: they may hold DSNs with passwords.
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, arbitrary_types_allowed=True, hide_input_in_errors=True
+    )
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            # `from None`: the pydantic error adds nothing the lines do not say.
+            raise _validation_error(_error_lines(exc), type(self).__name__.lower()) from None
 
     def __repr_args__(self) -> Any:
         # Secrets never reach a repr, a log line or an error message.
@@ -157,7 +199,7 @@ class Target(_Model):
             try:
                 check_type_name(type_name)
             except ConfigError as exc:
-                raise ValueError(f"column {name!r}: {exc}") from None
+                raise ValueError(f"column {name!r}: {exc.message}") from None
         return value
 
 
@@ -195,14 +237,6 @@ class Job(_Model):
     lock_timeout: float = Field(default=5.0, gt=0)
     swap_retries: int = Field(default=5, ge=1)
 
-    def __init__(self, **data: Any) -> None:
-        # Only the top-level model wraps errors: pydantic calls a custom __init__ of nested
-        # models too, which would nest one error inside another.
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise ConfigError(_format_validation_error(exc, "job")) from exc
-
     @field_validator("transform")
     @classmethod
     def _transform_path(cls, value: Any) -> Any:
@@ -231,9 +265,9 @@ class Job(_Model):
             ConfigError: Naming every offending key.
         """
         try:
-            return cls.model_validate(dict(data))
-        except ValidationError as exc:
-            raise ConfigError(_format_validation_error(exc, where)) from exc
+            return cls(**dict(data))
+        except JobValidationError as exc:
+            raise _validation_error(exc.problems, where) from None
 
     def with_overrides(self, **changes: Any) -> Job:
         """A copy of the job with top-level fields replaced, validated again."""
@@ -263,9 +297,10 @@ def _interpolate(value: Any, path: str) -> Any:
 
         def repl(m: re.Match[str]) -> str:
             var, default = m.group(1), m.group(2)
-            if var in os.environ:
-                return os.environ[var]
-            if default is not None:
+            value = os.environ.get(var)
+            if value or (value is not None and default is None):
+                return value
+            if default is not None:  # as in the shell, :- also replaces an empty value
                 return default
             raise ConfigError(f"{path}: environment variable {var} is not set")
 
@@ -328,6 +363,8 @@ def load_job(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Jo
         text = file.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read job file {str(file)!r}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"job file {str(file)!r} is not UTF-8 text: {exc.reason}") from exc
     try:
         if file.suffix.lower() == ".toml":
             raw: Any = tomllib.loads(text)

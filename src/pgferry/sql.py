@@ -21,9 +21,16 @@ __all__ = [
 ]
 
 _BARE = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
-# A type name as format_type() prints it: words, digits, spaces, dots, quotes, commas, parens and
-# brackets, e.g. `numeric(38,10)`, `timestamp(3) with time zone`, `"My Type"[]`. No `;`, no `--`.
-_TYPE_NAME = re.compile(r'[A-Za-z_"][A-Za-z0-9_ ."(),\[\]$]*')
+# A type name as format_type() prints it: optionally schema-qualified (quoted) words, one
+# modifier list of integers, more words, array brackets: `numeric(38,10)`, `"My Type"[]`,
+# `timestamp(3) with time zone`, `character varying(20)[]`. Nothing else can get through.
+_IDENT = r'(?:"(?:[^"]|"")+"|[A-Za-z_][A-Za-z0-9_$]*)'
+_TYPE_NAME = re.compile(
+    rf"{_IDENT}(?:\.{_IDENT})?(?:\s+[A-Za-z_]+)*"
+    r"(?:\s*\(\s*-?\d+\s*(?:,\s*-?\d+\s*)?\))?"
+    r"(?:\s+[A-Za-z_]+)*"
+    r"(?:\s*\[\s*\d*\s*\])*"
+)
 _MAX_IDENT = 63  # NAMEDATALEN - 1: PostgreSQL silently truncates longer names.
 
 
@@ -61,7 +68,7 @@ def check_type_name(type_name: str) -> str:
     user input, so it is checked before it is written into DDL.
     """
     text = type_name.strip()
-    if not _TYPE_NAME.fullmatch(text) or "--" in text or text.count('"') % 2:
+    if not _TYPE_NAME.fullmatch(text):
         raise ConfigError(f"{type_name!r} is not a valid PostgreSQL type name")
     return text
 
@@ -158,7 +165,7 @@ class TableName:
             plain = _BARE.fullmatch(part) and part == part.lower()
             return part if plain else quote_ident(part)
 
-        return self.name if self.schema is None else f"{show(self.schema)}.{show(self.name)}"
+        return show(self.name) if self.schema is None else f"{show(self.schema)}.{show(self.name)}"
 
 
 # --- Statements ----------------------------------------------------------------------------

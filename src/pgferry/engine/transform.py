@@ -91,10 +91,11 @@ def import_path_of(fn: Callable[..., Any]) -> str | None:
     return f"{module}:{qualname}" if found is fn else None
 
 
-def _describe_row_key(row: Mapping[str, Any], key: Sequence[str] | None) -> str:
+def _describe_row(row: Mapping[str, Any], index: int, key: Sequence[str] | None) -> str:
+    # Only key values are shown: other columns may hold personal data that must not reach logs.
     if key:
         return ", ".join(f"{k}={row.get(k)!r}" for k in key)
-    return "row " + ", ".join(f"{k}={v!r}" for k, v in list(row.items())[:2]) + ", …"
+    return f"row {index} of the batch; set source.key to name rows by their key"
 
 
 def apply_transform(
@@ -138,13 +139,13 @@ def apply_transform(
     else:
         results = []
         append = results.append
-        for row in dicts:
+        for index, row in enumerate(dicts):
             try:
                 out = fn(row)
             except Exception as exc:
                 raise TransformError(
                     f"transform {_name(fn)} raised {type(exc).__name__}: {exc} "
-                    f"(at {_describe_row_key(row, key)})"
+                    f"(at {_describe_row(row, index, key)})"
                 ) from exc
             if out is None:
                 continue
