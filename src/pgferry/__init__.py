@@ -33,7 +33,7 @@ from pgferry.errors import (
     Transient,
 )
 from pgferry.result import RunResult, StageStats
-from pgferry.spec import Job, Source, Target, load_job, mask_dsn
+from pgferry.spec import Incremental, Job, Partition, Source, Target, load_job, mask_dsn
 
 __version__ = "0.1.0"
 
@@ -41,9 +41,11 @@ __all__ = [
     "ConfigError",
     "ConnectError",
     "ExtractError",
+    "Incremental",
     "Interval",
     "Job",
     "LoadError",
+    "Partition",
     "PgferryError",
     "Progress",
     "ProgressCallback",

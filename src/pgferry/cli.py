@@ -152,8 +152,13 @@ def main() -> None:
 
 @main.command()
 @click.argument("job_file", required=False, type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
-              help="Override a job key, e.g. --set target.table=x (repeatable).")
+@click.option(
+    "--set",
+    "sets",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a job key, e.g. --set target.table=x (repeatable).",
+)
 @click.option("--source-dsn", help="Source connection string.")
 @click.option("--source-table", help="Source table (schema.table).")
 @click.option("--source-query", help="Source query (instead of --source-table).")

@@ -131,6 +131,9 @@ _PG_EPOCH = dt.datetime(2000, 1, 1)
 _PG_EPOCH_UTC = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 _DAY_US = 86_400_000_000
 _US = dt.timedelta(microseconds=1)
+_timedelta = dt.timedelta  # positional calls below: keyword arguments cost twice as much
+_datetime = dt.datetime
+_date = dt.date
 
 
 def _out_of_range(type_name: str, detail: str) -> ValueError:
@@ -153,6 +156,8 @@ def _decode_date(value: tuple[int]) -> dt.date:
 
 
 def _encode_date(value: Any) -> tuple[int]:
+    if type(value) is _date:  # the common case first: these run once per value
+        return (value.toordinal() - _PG_EPOCH_ORDINAL,)
     if isinstance(value, InfiniteDate | InfiniteDatetime):
         return (_PG_DATE_INF if value.year == dt.MAXYEAR else _PG_DATE_MINUS_INF,)
     return (value.toordinal() - _PG_EPOCH_ORDINAL,)
@@ -165,12 +170,14 @@ def _decode_timestamp(value: tuple[int]) -> dt.datetime:
     if us == _PG_TS_MINUS_INF:
         return TIMESTAMP_MINUS_INFINITY
     try:
-        return _PG_EPOCH + dt.timedelta(microseconds=us)
+        return _PG_EPOCH + _timedelta(0, 0, us)
     except OverflowError:
         raise _out_of_range("timestamp", f"{us} µs from 2000-01-01") from None
 
 
 def _encode_timestamp(value: Any) -> tuple[int]:
+    if type(value) is _datetime:
+        return ((value - _PG_EPOCH) // _US,)
     if isinstance(value, InfiniteDatetime | InfiniteDate):
         return (_PG_TS_INF if value.year == dt.MAXYEAR else _PG_TS_MINUS_INF,)
     if not isinstance(value, dt.datetime):
@@ -187,20 +194,24 @@ def _decode_timestamptz(value: tuple[int]) -> dt.datetime:
     if us == _PG_TS_MINUS_INF:
         return TIMESTAMPTZ_MINUS_INFINITY
     try:
-        return _PG_EPOCH_UTC + dt.timedelta(microseconds=us)
+        return _PG_EPOCH_UTC + _timedelta(0, 0, us)
     except OverflowError:
         raise _out_of_range("timestamptz", f"{us} µs from 2000-01-01 UTC") from None
 
 
 def _encode_timestamptz(value: Any) -> tuple[int]:
-    if isinstance(value, InfiniteDatetime | InfiniteDate):
-        return (_PG_TS_INF if value.year == dt.MAXYEAR else _PG_TS_MINUS_INF,)
-    if not isinstance(value, dt.datetime):
-        if not isinstance(value, dt.date):
-            raise TypeError(f"expected a datetime.datetime or datetime.date, got {type(value)}")
-        value = dt.datetime(value.year, value.month, value.day)
-    # A naive datetime is taken as local time, as asyncpg does.
-    return ((value.astimezone(dt.UTC) - _PG_EPOCH_UTC) // _US,)
+    if type(value) is not _datetime or value.tzinfo is None:
+        if isinstance(value, InfiniteDatetime | InfiniteDate):
+            return (_PG_TS_INF if value.year == dt.MAXYEAR else _PG_TS_MINUS_INF,)
+        if not isinstance(value, dt.datetime):
+            if not isinstance(value, dt.date):
+                raise TypeError(f"expected a datetime.datetime or datetime.date, got {type(value)}")
+            value = dt.datetime(value.year, value.month, value.day)
+        if value.tzinfo is None:
+            # A naive datetime (or a date) is taken as local time, as asyncpg does.
+            value = value.astimezone(dt.UTC)
+    # Subtracting aware datetimes accounts for their offsets.
+    return ((value - _PG_EPOCH_UTC) // _US,)
 
 
 def _time_from_us(us: int, tz: dt.tzinfo | None) -> dt.time:

@@ -32,6 +32,7 @@ __all__ = [
     "TransformError",
     "Transient",
     "TransientConnectError",
+    "TransientError",
     "TransientExtractError",
     "TransientLoadError",
 ]
@@ -154,6 +155,10 @@ class LoadError(PgferryError):
 
 class TransientExtractError(ExtractError, Transient):
     """Reading failed for a reason that may go away on retry (connection lost, shutdown)."""
+
+
+class TransientError(PgferryError, Transient):
+    """A failure that may go away on retry, outside any one stage (e.g. the state tables)."""
 
 
 class TransientLoadError(LoadError, Transient):

@@ -72,14 +72,17 @@ class RunResult:
     Attributes:
         job: The job name.
         run_id: A fresh UUID for every run.
+        partition: The partition's name (empty when the job has none).
         status: ``success`` or ``failed`` (``running`` while in progress).
         mode: The target mode.
         path: ``pipe`` (binary COPY, no per-row Python) or ``rows`` (decoded rows).
         workers: Transform processes used (0 = inline).
         rows_read: Rows read from the source.
         rows_written: Rows written to the target.
-        rows_rejected: Rows set aside as rejects.
+        rows_rejected: Rows set aside in the rejects table.
+        rows_deleted: Target rows deleted by ``sync_deletes``.
         batches: Batches committed.
+        attempts: Attempts the run took (retries after transient errors add to it).
         bytes_written: Growth of the target table's size in bytes (heap and TOAST), measured
             on the server; the size of the new table for ``replace``.
         duration_s: Wall time of the run.
@@ -93,6 +96,7 @@ class RunResult:
 
     job: str
     run_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    partition: str = ""
     status: Status = "running"
     mode: str = "append"
     path: str = "rows"
@@ -100,7 +104,9 @@ class RunResult:
     rows_read: int = 0
     rows_written: int = 0
     rows_rejected: int = 0
+    rows_deleted: int = 0
     batches: int = 0
+    attempts: int = 0
     bytes_written: int = 0
     duration_s: float = 0.0
     started_at: str = ""

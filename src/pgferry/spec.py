@@ -30,12 +30,22 @@ from pydantic import (
 from pgferry.errors import ConfigError
 from pgferry.sql import TableName, check_type_name
 
-__all__ = ["Job", "Source", "Target", "load_job", "mask_dsn", "parse_overrides"]
+__all__ = [
+    "Incremental",
+    "Job",
+    "Partition",
+    "Source",
+    "Target",
+    "load_job",
+    "mask_dsn",
+    "parse_overrides",
+]
 
 _IMPORT_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
-Mode = Literal["append", "replace"]
+Mode = Literal["append", "replace", "upsert"]
+_INTERVAL = re.compile(r"[0-9A-Za-z .:+-]+")
 
 
 def mask_dsn(dsn: str | None) -> str | None:
@@ -180,10 +190,14 @@ class Target(_Model):
     Attributes:
         dsn: PostgreSQL connection string. Optional when an orchestrator supplies it.
         table: The target table; created when missing.
-        mode: ``append`` adds rows; ``replace`` loads a shadow table and swaps it in atomically.
-        key: Columns that identify a row in the target.
+        mode: ``append`` adds rows; ``upsert`` inserts or updates rows by ``key``;
+            ``replace`` loads a shadow table and swaps it in atomically.
+        key: Columns that identify a row in the target (required for ``upsert``; pgferry
+            creates a unique index on them when it creates the table).
         columns: Types of the columns the transform creates (name to PostgreSQL type), used
             when pgferry creates the table.
+        sync_deletes: With a full (non-incremental) ``upsert``, delete target rows whose key
+            no longer exists in the source, after the load.
     """
 
     dsn: str | None = None
@@ -191,6 +205,7 @@ class Target(_Model):
     mode: Mode = "append"
     key: KeyField = None
     columns: dict[str, str] = Field(default_factory=dict)
+    sync_deletes: bool = False
 
     @field_validator("columns")
     @classmethod
@@ -201,6 +216,54 @@ class Target(_Model):
             except ConfigError as exc:
                 raise ValueError(f"column {name!r}: {exc.message}") from None
         return value
+
+
+class Incremental(_Model):
+    """Read only what is new since the last run.
+
+    Rows are read in the order ``(column, key…)`` strictly after the position committed by
+    the previous batch, so rows sharing a ``column`` value are neither skipped nor read twice.
+    The position is committed in the same transaction as the batch's rows.
+
+    Attributes:
+        column: The column that grows (``updated_at``, a sequence id). Rows where it is NULL
+            are never read.
+        key: Tie-breaking columns; default the source key, else the target key.
+        initial: Only rows with ``column >= initial`` are read on the first run.
+        lookback: An interval (``"1 hour"``) re-read before the position on every run, to
+            catch rows whose transactions committed late. Needs ``upsert``.
+    """
+
+    column: str
+    key: KeyField = None
+    initial: str | int | float | None = None
+    lookback: str | None = None
+
+    @field_validator("lookback")
+    @classmethod
+    def _interval(cls, value: str | None) -> str | None:
+        if value is not None and not _INTERVAL.fullmatch(value):
+            raise ValueError(f"{value!r} is not an interval such as '1 hour' or '00:15:00'")
+        return value
+
+
+class Partition(_Model):
+    """One slice of the source, with its own ledger entry: ``lower <= column < upper``.
+
+    Attributes:
+        name: Identifies the slice in the ledger and the run history.
+        column: The source column that is sliced (and, for ``replace``, the target column).
+        lower: Inclusive lower bound (``None``: unbounded), as text or a number.
+        upper: Exclusive upper bound (``None``: unbounded).
+        replace: Delete the slice from the target and load it again in one transaction, so
+            that reloading a slice (a Dagster time window, say) is idempotent.
+    """
+
+    name: str = Field(min_length=1)
+    column: str
+    lower: str | int | float | None = None
+    upper: str | int | float | None = None
+    replace: bool = False
 
 
 class Job(_Model):
@@ -223,6 +286,16 @@ class Job(_Model):
         statement_timeout: Seconds a single statement may run (``None``: server default).
         lock_timeout: Seconds the ``replace`` swap waits for its lock per attempt.
         swap_retries: Attempts of the ``replace`` swap before giving up.
+        incremental: See :class:`Incremental`.
+        partition: See :class:`Partition`.
+        max_retries: Retries of a run after a transient error (lost connection, server
+            shutdown, deadlock…); each resumes from the last committed batch.
+        retry_backoff: Seconds before the first retry; doubles each time, with jitter.
+        max_rejects: Rows that may be set aside in ``pgferry.rejects`` (a count, or a
+            fraction of the rows read when below 1) before the run fails. ``0``: the first
+            bad row fails the run, with a message naming its key and column.
+        lock_wait: Seconds to wait for another run of the same job and partition to finish.
+        state_schema: Schema of the ledger, runs and rejects tables in the target database.
     """
 
     name: str = ""
@@ -236,6 +309,13 @@ class Job(_Model):
     statement_timeout: float | None = Field(default=None, gt=0)
     lock_timeout: float = Field(default=5.0, gt=0)
     swap_retries: int = Field(default=5, ge=1)
+    incremental: Incremental | None = None
+    partition: Partition | None = None
+    max_retries: int = Field(default=3, ge=0, le=100)
+    retry_backoff: float = Field(default=1.0, ge=0)
+    max_rejects: float = Field(default=0, ge=0)
+    lock_wait: float = Field(default=60.0, ge=0)
+    state_schema: str = Field(default="pgferry", min_length=1, max_length=63)
 
     @field_validator("transform")
     @classmethod
@@ -256,6 +336,42 @@ class Job(_Model):
         if not self.name:
             object.__setattr__(self, "name", str(self.target.table))
         return self
+
+    @model_validator(mode="after")
+    def _consistent_modes(self) -> Job:
+        mode, inc, part = self.target.mode, self.incremental, self.partition
+        if mode == "upsert" and not self.upsert_key:
+            raise ValueError("mode 'upsert' needs target.key (the columns of a unique key)")
+        if self.target.sync_deletes and (mode != "upsert" or inc is not None or part):
+            raise ValueError(
+                "target.sync_deletes works only with mode 'upsert', without incremental "
+                "or partition"
+            )
+        if inc is not None:
+            if mode == "replace":
+                raise ValueError("incremental loads need mode 'append' or 'upsert', not 'replace'")
+            if not self.read_key:
+                raise ValueError(
+                    "incremental needs a key to order rows that share a value of "
+                    f"{inc.column!r}: set incremental.key, source.key or target.key"
+                )
+            if inc.lookback and mode != "upsert":
+                raise ValueError("incremental.lookback re-reads rows, so it needs mode 'upsert'")
+        if part is not None and part.replace and mode == "replace":
+            raise ValueError("partition.replace and mode 'replace' do not combine")
+        return self
+
+    @property
+    def upsert_key(self) -> list[str] | None:
+        """The key upserts match on: ``target.key``."""
+        return self.target.key
+
+    @property
+    def read_key(self) -> list[str] | None:
+        """Columns that order the source for resuming: incremental, source or target key."""
+        if self.incremental is not None and self.incremental.key:
+            return self.incremental.key
+        return self.source.key or self.target.key
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], where: str = "job") -> Job:

@@ -168,6 +168,11 @@ class TableName:
         return show(self.name) if self.schema is None else f"{show(self.schema)}.{show(self.name)}"
 
 
+def in_schema(template: str, schema: str) -> str:
+    """Fill ``{s}`` in a fixed statement with the quoted schema name (the state tables)."""
+    return template.format(s=quote_ident(schema))
+
+
 # --- Statements ----------------------------------------------------------------------------
 
 
@@ -266,3 +271,144 @@ def set_lock_timeout() -> str:
 # is produced by format() with %I / %L from bound values and executed as the result.
 FORMAT_COMMENT_ON_TABLE = "SELECT format('COMMENT ON TABLE %s IS %L', $1::text, $2::text)"
 FORMAT_OWNER = "SELECT format('ALTER TABLE %s OWNER TO %I', $1::text, $2::text)"
+
+
+# --- Reading in position order ----------------------------------------------------------------
+
+
+def typed_param(n: int, type_name: str) -> str:
+    """``$n::text::type``: a value bound as text and converted by the server, exactly."""
+    return f"${n}::text::{check_type_name(type_name)}"
+
+
+def ordered_source(
+    base: str,
+    columns: Sequence[str],
+    *,
+    where: Sequence[str],
+    order_by: Sequence[str],
+) -> str:
+    """``SELECT cols FROM (base) AS pgferry_src [WHERE …] [ORDER BY …]``.
+
+    ``where`` items are SQL fragments built by this module (:func:`row_after`,
+    :func:`range_filter`) with bind parameters.
+    """
+    text = f"SELECT {quote_columns(columns)} FROM ({base}) AS pgferry_src"
+    if where:
+        text += " WHERE " + " AND ".join(f"({w})" for w in where)
+    if order_by:
+        text += f" ORDER BY {quote_columns(order_by)}"
+    return text
+
+
+def row_after(columns: Sequence[str], types: Sequence[str], first_param: int) -> str:
+    """``("c", "k") > ($1::text::T, $2::text::K)``: strictly after a position."""
+    params = [typed_param(first_param + i, t) for i, t in enumerate(types)]
+    if len(columns) == 1:
+        return f"{quote_ident(columns[0])} > {params[0]}"
+    return f"({quote_columns(columns)}) > ({', '.join(params)})"
+
+
+def at_least(column: str, type_name: str, param: int) -> str:
+    """``"c" >= $n::text::T``."""
+    return f"{quote_ident(column)} >= {typed_param(param, type_name)}"
+
+
+def at_least_minus_interval(column: str, type_name: str, param: int) -> str:
+    """``"c" >= $n::text::T - $m::interval`` (incremental lookback)."""
+    return (
+        f"{quote_ident(column)} >= {typed_param(param, type_name)} - ${param + 1}::text::interval"
+    )
+
+
+def range_filter(column: str, type_name: str, lower: int | None, upper: int | None) -> str:
+    """``lower <= "c" < upper`` with bound parameters (either side may be absent)."""
+    parts = []
+    if lower is not None:
+        parts.append(f"{quote_ident(column)} >= {typed_param(lower, type_name)}")
+    if upper is not None:
+        parts.append(f"{quote_ident(column)} < {typed_param(upper, type_name)}")
+    return " AND ".join(parts) or "true"
+
+
+def last_position(query: str, columns: Sequence[str]) -> str:
+    """The greatest position of a query's rows, as text: ``(c, k…)`` descending, first row."""
+    texts = ", ".join(f"{quote_ident(c)}::text" for c in columns)
+    order = ", ".join(f"{quote_ident(c)} DESC" for c in columns)
+    return f"SELECT {texts} FROM ({query}) AS pgferry_last ORDER BY {order} LIMIT 1"
+
+
+# --- Upsert -------------------------------------------------------------------------------------
+
+STAGE_ORDER_COLUMN = "_pgferry_ord"
+
+
+def create_stage(stage: str, like: TableName) -> str:
+    """A temporary staging table with the target's columns and an arrival-order column."""
+    return (
+        f"CREATE TEMPORARY TABLE {quote_ident(stage)} (LIKE {like.sql} INCLUDING DEFAULTS, "
+        f"{quote_ident(STAGE_ORDER_COLUMN)} bigint GENERATED ALWAYS AS IDENTITY)"
+    )
+
+
+def truncate(table: str) -> str:
+    """``TRUNCATE`` a (temporary) table by its plain name."""
+    return f"TRUNCATE {quote_ident(table)}"
+
+
+def merge_stage(target: TableName, stage: str, columns: Sequence[str], key: Sequence[str]) -> str:
+    """Insert or update from the stage; the last version of a key in arrival order wins.
+
+    Unchanged rows are not rewritten (``IS DISTINCT FROM``), so a rerun writes nothing.
+    """
+    cols = quote_columns(columns)
+    keys = quote_columns(key)
+    others = [c for c in columns if c not in key]
+    order = quote_ident(STAGE_ORDER_COLUMN)
+    select = (
+        f"SELECT DISTINCT ON ({keys}) {cols} FROM {quote_ident(stage)} "
+        f"ORDER BY {keys}, {order} DESC"
+    )
+    head = f"INSERT INTO {target.sql} AS t ({cols}) {select} ON CONFLICT ({keys}) DO "
+    if not others:
+        return head + "NOTHING"
+    sets = ", ".join(f"{quote_ident(c)} = EXCLUDED.{quote_ident(c)}" for c in others)
+    old = ", ".join(f"t.{quote_ident(c)}" for c in others)
+    new = ", ".join(f"EXCLUDED.{quote_ident(c)}" for c in others)
+    return f"{head}UPDATE SET {sets} WHERE ROW({old}) IS DISTINCT FROM ROW({new})"
+
+
+def create_unique_index(table: TableName, key: Sequence[str]) -> str:
+    """A unique index on the key columns (name chosen by the server)."""
+    return f"CREATE UNIQUE INDEX ON {table.sql} ({quote_columns(key)})"
+
+
+def delete_range(table: TableName, column: str, type_name: str, lower: int | None,
+                 upper: int | None) -> str:  # fmt: skip
+    """``DELETE FROM t WHERE lower <= c < upper`` (a partition being reloaded)."""
+    return f"DELETE FROM {table.sql} WHERE {range_filter(column, type_name, lower, upper)}"
+
+
+def create_keys_table(name: str, key: Sequence[tuple[str, str]]) -> str:
+    """A temporary table of source keys, for ``sync_deletes``."""
+    cols = ", ".join(f"{quote_ident(n)} {check_type_name(t)}" for n, t in key)
+    return f"CREATE TEMPORARY TABLE {quote_ident(name)} ({cols})"
+
+
+def delete_missing_keys(target: TableName, keys_table: str, key: Sequence[str]) -> str:
+    """Delete target rows whose key is not in the keys table."""
+    match = " AND ".join(f"k.{quote_ident(c)} = t.{quote_ident(c)}" for c in key)
+    return (
+        f"DELETE FROM {target.sql} AS t WHERE NOT EXISTS "
+        f"(SELECT 1 FROM {quote_ident(keys_table)} AS k WHERE {match})"
+    )
+
+
+UNIQUE_INDEXES = """
+SELECT array_agg(a.attname::text ORDER BY a.attname)
+FROM pg_index i
+JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY (i.indkey)
+WHERE i.indrelid = $1::regclass AND i.indisunique AND i.indpred IS NULL
+  AND i.indexprs IS NULL
+GROUP BY i.indexrelid
+"""

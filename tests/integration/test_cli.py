@@ -162,7 +162,8 @@ def test_ctrl_c_stops_cleanly(dbs: Databases, tmp_path: Path) -> None:
         "import time\n\ndef slow(row):\n    time.sleep(0.0002)\n    return row\n"
     )
     job = tmp_path / "job.yaml"
-    job.write_text(f"source: {{dsn: '{dbs.source}', table: bench_src}}\n"
+    # With a key, every batch commits with its progress: some are in when Ctrl-C arrives.
+    job.write_text(f"source: {{dsn: '{dbs.source}', table: bench_src, key: id}}\n"
                    f"target: {{dsn: '{dbs.target}', table: copy}}\n"
                    "transform: slow:slow\nbatch_size: 1000\nworkers: 0\n")  # fmt: skip
     proc = subprocess.Popen([*PGFERRY, "run", str(job), "--quiet"], stderr=subprocess.PIPE,
@@ -176,7 +177,7 @@ def test_ctrl_c_stops_cleanly(dbs: Databases, tmp_path: Path) -> None:
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, stderr
+    assert proc.returncode == 130, (proc.returncode, stderr)
     assert "interrupted" in stderr
     assert "Traceback" not in stderr
     written = fetchval(dbs.target, "SELECT count(*) FROM copy")

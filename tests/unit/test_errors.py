@@ -19,6 +19,7 @@ from pgferry.errors import (
     TransformError,
     Transient,
     TransientConnectError,
+    TransientError,
     TransientExtractError,
     TransientLoadError,
 )
@@ -34,6 +35,7 @@ ERROR_CLASSES: list[type[PgferryError]] = [
     TransformError,
     LoadError,
     TransientLoadError,
+    TransientError,
     TransformImportError,
 ]
 

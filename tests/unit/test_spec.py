@@ -108,7 +108,7 @@ def test_target_keeps_valid_declared_types() -> None:
         (_job(source={"table": "t", "bogus": 1}), "source.bogus: unknown key"),
         (_job(source={"table": "t", "key": 5}), "source.key: Input should be a valid list"),
         (_job(target={}), "target.table: required key is missing"),
-        (_job(target={"table": "t", "mode": "upsert"}), "target.mode: Input should be 'append'"),
+        (_job(target={"table": "t", "mode": "merge"}), "target.mode: Input should be 'append'"),
         (
             _job(target={"table": "t", "columns": {"evil": "int; DROP TABLE x"}}),
             "target.columns: column 'evil': 'int; DROP TABLE x' is not a valid PostgreSQL type",

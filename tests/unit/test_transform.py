@@ -442,7 +442,8 @@ def test_worker_functions_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(transform_module, "_worker_is_batch", False)
     transform_module._init_worker(f"{__name__}:split_batch")
     assert handlers == [(signal.SIGINT, signal.SIG_IGN)]
-    cols, rows, cpu = transform_module.run_in_worker(COLUMNS, list(ROWS), ["id"])
+    cols, rows, cpu, rejects = transform_module.run_in_worker(COLUMNS, list(ROWS), ["id"], False)
+    assert rejects == []
     assert cols == ("id", "first", "last")
     assert rows[0] == (1, "Ada", "Lovelace")
     assert cpu >= 0.0

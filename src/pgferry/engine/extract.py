@@ -34,6 +34,17 @@ class Batch:
     rows_read: int
 
 
+# Decoding can fail too (a BC date has no Python equivalent): those are not transient.
+_READ_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    ValueError,
+    OverflowError,
+)
+
+
 class _End:
     def __repr__(self) -> str:
         return "END"
@@ -82,7 +93,7 @@ async def extract_batches(
                 with stats.waiting():
                     await queue.put(Batch(seq, columns, rows, len(rows)))
                 seq += 1
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+    except _READ_ERRORS as exc:
         raise extract_failure(exc, job=job, batch=seq) from exc
     with stats.waiting():
         await queue.put(END)
@@ -104,5 +115,5 @@ async def pipe_out(
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
             await conn.copy_from_query(query, output=sink, format="binary")
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+    except _READ_ERRORS as exc:
         raise extract_failure(exc, job=job, batch=0) from exc

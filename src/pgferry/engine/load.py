@@ -1,24 +1,32 @@
-"""Load: COPY batches into the target, one transaction each, and the atomic ``replace`` swap."""
+"""Load: write batches into the target, each with its ledger entry in one transaction.
+
+:class:`Writer` owns the target side of a run: it creates or checks the table, writes each
+batch (``COPY``, or ``COPY`` into a staging table and a merge for ``upsert``), isolates rows the
+target refuses by bisecting the batch, records rejects and the ledger position in the same
+transaction, and at the end commits, clears progress, syncs deletes or swaps the shadow in.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import logging
-import random
 import re
 from collections.abc import AsyncIterable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
 
-from pgferry import sql
+from pgferry import schema, sql
 from pgferry.connection import is_transient_pg_error
-from pgferry.errors import LoadError, PgferryError, TransientLoadError
+from pgferry.engine.plan import SourcePlan
+from pgferry.engine.replace import ReplacePlan
+from pgferry.errors import LoadError, PgferryError, SchemaError, TransientLoadError
+from pgferry.result import RunResult
+from pgferry.schema import Column
+from pgferry.spec import Job
 from pgferry.sql import TableName
+from pgferry.state import StateStore
 
-__all__ = ["ReplacePlan", "copy_batch", "copy_stream", "load_failure"]
+__all__ = ["Reject", "Writer", "explain_encode_failure", "load_failure"]
 
 log = logging.getLogger("pgferry")
 
@@ -53,19 +61,6 @@ def load_failure(
         batch=batch,
         column=column,
     )
-
-
-async def copy_batch(
-    conn: asyncpg.Connection,
-    table: TableName,
-    columns: Sequence[str],
-    rows: Sequence[Sequence[Any]],
-) -> None:
-    """COPY one batch of decoded rows into ``table`` in its own transaction."""
-    async with conn.transaction():
-        await conn.copy_records_to_table(
-            table.name, schema_name=table.schema, columns=list(columns), records=rows
-        )
 
 
 _ELEMENT = re.compile(r"element #(\d+)")
@@ -119,165 +114,324 @@ async def explain_encode_failure(
     )
 
 
-async def copy_stream(
-    conn: asyncpg.Connection,
-    table: TableName,
-    columns: Sequence[str],
-    chunks: AsyncIterable[bytes],
-) -> int:
-    """``COPY table FROM STDIN (FORMAT binary)`` from raw chunks, in one transaction.
+Reject = tuple[str, str, str, str | None, dict[str, Any]]
+"""A rejected row: ``(stage, error class, message, column, row as a dict)``."""
 
-    Returns:
-        The number of rows the server reports as copied.
-    """
-    async with conn.transaction():
-        status = await conn.copy_to_table(
-            table.name,
-            schema_name=table.schema,
-            columns=list(columns),
-            source=chunks,
-            format="binary",
-        )
-    return int(str(status).rsplit(" ", 1)[-1])
+# Errors that one bad row can cause; anything else (a lost connection, a full disk) is not
+# narrowed down by bisecting.
+_ROW_ERRORS = (
+    asyncpg.DataError,
+    asyncpg.InternalClientError,
+    asyncpg.IntegrityConstraintViolationError,
+    TypeError,
+    ValueError,
+    OverflowError,
+)
+_STAGE = "pgferry_stage"
 
 
-def _side_name(prefix: str, name: str) -> str:
-    """``prefix + name``, shortened with a hash if it would pass the 63-byte limit."""
-    candidate = f"{prefix}{name}"
-    if len(candidate.encode()) <= 63:
-        return candidate
-    digest = hashlib.sha1(name.encode()).hexdigest()[:10]
-    head = name.encode()[: 63 - len(prefix) - 11].decode(errors="ignore")
-    return f"{prefix}{head}_{digest}"
+class Writer:
+    """The target side of one run attempt.
 
-
-_INDEXES = """
-SELECT c.relname, i.indisunique, i.indisprimary,
-       substr(pg_get_indexdef(i.indexrelid), strpos(pg_get_indexdef(i.indexrelid), ' USING '))
-FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
-WHERE i.indrelid = $1::regclass
-ORDER BY c.relname
-"""
-
-_GRANTS = """
-SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END,
-       a.privilege_type, a.is_grantable
-FROM pg_class c, aclexplode(c.relacl) a
-WHERE c.oid = $1::regclass AND a.grantee <> c.relowner
-"""
-
-_TABLE_INFO = """
-SELECT obj_description(c.oid, 'pg_class'), pg_get_userbyid(c.relowner),
-       n.nspname, c.relname
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.oid = $1::regclass
-"""
-
-_DEPENDENT_VIEWS = """
-SELECT DISTINCT v.oid::regclass::text, pg_get_viewdef(v.oid)
-FROM pg_depend d
-JOIN pg_rewrite r ON r.oid = d.objid
-JOIN pg_class v ON v.oid = r.ev_class
-WHERE d.refobjid = $1::regclass AND d.classid = 'pg_rewrite'::regclass
-  AND v.oid <> d.refobjid AND v.relkind = 'v'
-"""
-
-
-@dataclass
-class ReplacePlan:
-    """Build the new data in a shadow table, then swap it in with one short transaction.
-
-    A concurrent reader sees the old table until the swap commits and the new one after: it
-    never sees an empty or half-loaded table. The swap keeps indexes (under their names),
-    grants, the table comment, the owner and dependent views.
-
-    Attributes:
-        target: The table being replaced.
-        shadow: The table the rows are loaded into.
-        existed: Whether the target existed when the run started.
+    Args:
+        job: The job.
+        conn: The target connection (holding the run's advisory lock).
+        store: The state store.
+        result: The run's result, whose counters the writer updates on every commit.
+        plan: The source plan (transaction scope, position kind).
     """
 
-    target: TableName
-    existed: bool
-    shadow: TableName = field(init=False)
-    old: TableName = field(init=False)
+    def __init__(
+        self, job: Job, conn: asyncpg.Connection, store: StateStore, result: RunResult,
+        plan: SourcePlan,
+    ) -> None:  # fmt: skip
+        self.job = job
+        self.conn = conn
+        self.store = store
+        self.result = result
+        self.plan = plan
+        self.partition = job.partition.name if job.partition else ""
+        self.table = job.target.table
+        self.copy_into: TableName = self.table
+        self.replace: ReplacePlan | None = None
+        self.columns: tuple[str, ...] = ()
+        self.casts: dict[str, str | None] = {}
+        self.types: dict[str, str] = {}
+        self.upsert = job.target.mode == "upsert"
+        self.size_before = 0
+        self.ready = False
+        self._run_tx: Any = None
+        self._rejects_total = 0
 
-    def __post_init__(self) -> None:
-        self.shadow = self.target.sibling(_side_name("_pgferry_new_", self.target.name))
-        self.old = self.target.sibling(_side_name("_pgferry_old_", self.target.name))
+    # --- Preparing the target ----------------------------------------------------------------
 
-    async def create_shadow_like_target(self, conn: asyncpg.Connection) -> None:
-        """Create the shadow as a copy of the target's definition (no rows)."""
-        await conn.execute(sql.drop_table(self.shadow))
-        await conn.execute(sql.create_table_like(self.shadow, self.target))
-
-    async def drop_shadow(self, conn: asyncpg.Connection) -> None:
-        """Remove the shadow table after a failed run (the target is untouched)."""
-        await conn.execute(sql.drop_table(self.shadow))
-
-    async def swap(self, conn: asyncpg.Connection, *, lock_timeout: float, retries: int) -> None:
-        """Swap the shadow in, retrying when the target's lock is not granted in time.
-
-        Raises:
-            TransientLoadError: The lock was not granted after ``retries`` attempts.
-            LoadError: The swap failed for another reason (e.g. a materialized view or a
-                foreign key depends on the target); the target is unchanged.
-        """
-        for attempt in range(1, retries + 1):
+    async def prepare(self, incoming: Sequence[Column], typed: set[str]) -> None:
+        """Create or check the target for the incoming columns; start the run transaction."""
+        conn, job = self.conn, self.job
+        existing = await schema.describe_table(conn, self.table)
+        if existing is not None:
+            self.casts = await schema.match_target(conn, self.table, incoming, existing,
+                                                   typed=typed)  # fmt: skip
+        if job.target.mode == "replace":
+            self.replace = ReplacePlan(self.table, existed=existing is not None)
+            self.copy_into = self.replace.shadow
+            if existing is not None:
+                await self.replace.create_shadow_like_target(conn)
+            else:
+                await self.replace.drop_shadow(conn)
+                await schema.create_table(conn, self.copy_into, incoming)
+        elif existing is None:
             try:
                 async with conn.transaction():
-                    await conn.execute(sql.set_lock_timeout(), f"{int(lock_timeout * 1000)}ms")
-                    if self.existed:
-                        await self._swap_existing(conn)
-                    else:
-                        await conn.execute(sql.rename_table(self.shadow, self.target.name))
+                    await schema.create_table(conn, self.table, incoming)
+                    if self.upsert and job.upsert_key:
+                        await conn.execute(sql.create_unique_index(self.table, job.upsert_key))
+                log.info("created target table %s", self.table)
+            except asyncpg.DuplicateTableError:
+                # Another run created it meanwhile: check against what is there now.
+                await self.prepare(incoming, typed)
                 return
-            except asyncpg.LockNotAvailableError as exc:
-                if attempt == retries:
-                    raise TransientLoadError(
-                        f"could not lock {self.target} for the replace swap after {retries} "
-                        f"attempts of {lock_timeout:g} s: {exc}",
-                    ) from exc
-                delay = min(30.0, 0.5 * 2**attempt) * (0.5 + random.random())
-                log.warning("swap of %s: lock not granted, retrying in %.1f s", self.target, delay)
-                await asyncio.sleep(delay)
-            except asyncpg.PostgresError as exc:
-                raise LoadError(
-                    f"replacing {self.target} failed, the old table is unchanged: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
+        self.columns = tuple(c.name for c in incoming)
+        self.types = {
+            c.name: c.type for c in await schema.describe_table(conn, self.copy_into) or []
+        }
+        if self.upsert:
+            await self._prepare_upsert()
+        self.size_before = await schema.table_size(conn, self.copy_into)
+        if self.plan.txn_scope == "run":
+            self._run_tx = conn.transaction()
+            await self._run_tx.start()
+            part = job.partition
+            if part is not None and part.replace:
+                await self._delete_partition()
+        self.ready = True
 
-    async def _swap_existing(self, conn: asyncpg.Connection) -> None:
-        target, shadow = self.target, self.shadow
-        await conn.execute(sql.lock_table(target))
-        comment, owner, schema, _ = await conn.fetchrow(_TABLE_INFO, target.sql)
-        grants = await conn.fetch(_GRANTS, target.sql)
-        views = await conn.fetch(_DEPENDENT_VIEWS, target.sql)
-        old_indexes = await conn.fetch(_INDEXES, target.sql)
-        new_indexes = await conn.fetch(_INDEXES, shadow.sql)
-        current_user = await conn.fetchval("SELECT current_user")
+    async def _prepare_upsert(self) -> None:
+        key = self.job.upsert_key or []
+        missing = [k for k in key if k not in self.columns]
+        if missing:
+            raise SchemaError(
+                f"upsert key column {missing[0]!r} is not among the rows written to {self.table}",
+                job=self.job.name, column=missing[0],
+            )  # fmt: skip
+        unique = [set(r[0]) for r in await self.conn.fetch(sql.UNIQUE_INDEXES, self.table.sql)]
+        if set(key) not in unique:
+            raise SchemaError(
+                f"target table {self.table} has no unique index on ({', '.join(key)}), which "
+                "upsert needs: create one, or let pgferry create the table",
+                job=self.job.name,
+            )
+        await self.conn.execute(f"DROP TABLE IF EXISTS pg_temp.{sql.quote_ident(_STAGE)}")
+        await self.conn.execute(sql.create_stage(_STAGE, self.table))
 
-        await conn.execute(sql.rename_table(target, self.old.name))
-        await conn.execute(sql.rename_table(shadow, target.name))
-        for grantee, privilege, grantable in grants:
-            await conn.execute(sql.grant(target, privilege, grantee, grantable))
-        if comment is not None:
-            statement = await conn.fetchval(sql.FORMAT_COMMENT_ON_TABLE, target.sql, comment)
-            await conn.execute(statement)
-        if owner != current_user:
-            await conn.execute(await conn.fetchval(sql.FORMAT_OWNER, target.sql, owner))
-        for view_name, definition in views:
-            # The definition was printed before the rename, so it names the target table,
-            # which now is the new one: the view follows it.
-            await conn.execute(sql.replace_view(view_name, definition))
-        await conn.execute(sql.drop_table(self.old))
-        # LIKE … INCLUDING ALL named the copied indexes after the shadow; give them the old
-        # names back (a constraint's index renames its constraint too).
-        remaining = list(new_indexes)
-        for name, unique, primary, definition in old_indexes:
-            for i, cand in enumerate(remaining):
-                if (cand[1], cand[2], cand[3]) == (unique, primary, definition):
-                    if cand[0] != name:
-                        await conn.execute(sql.rename_index(schema, cand[0], name))
-                    del remaining[i]
-                    break
+    async def _delete_partition(self) -> None:
+        part = self.job.partition
+        assert part is not None
+        if part.column not in self.types:
+            raise SchemaError(
+                f"target table {self.table} has no column {part.column!r} to reload the "
+                "partition by", job=self.job.name, column=part.column,
+            )  # fmt: skip
+        args = [str(v) for v in (part.lower, part.upper) if v is not None]
+        lower = 1 if part.lower is not None else None
+        upper = (2 if lower else 1) if part.upper is not None else None
+        status = await self.conn.execute(
+            sql.delete_range(self.copy_into, part.column, self.types[part.column], lower, upper),
+            *args,
+        )
+        log.info("partition %s: deleted %s rows before reloading it", part.name, status.split()[-1])
+
+    # --- Writing batches -----------------------------------------------------------------------
+
+    async def write(
+        self,
+        seq: int,
+        rows: Sequence[Sequence[Any]],
+        *,
+        rows_read: int,
+        position: list[str] | None,
+        rejects: Sequence[Reject] = (),
+    ) -> None:
+        """Write one batch, its rejects and its ledger entry in one transaction.
+
+        Raises:
+            LoadError: The target refused rows past ``max_rejects``, or failed otherwise.
+        """
+        conn, job = self.conn, self.job
+        try:
+            async with conn.transaction():
+                written, refused = await self._write_bisect(seq, list(rows))
+                found = [*rejects, *refused]
+                if found:
+                    self._check_budget(seq, found)
+                    await self.store.add_rejects(conn, job=job.name, partition=self.partition,
+                                                 run_id=self.result.run_id, batch=seq,
+                                                 rejects=found)  # fmt: skip
+                await self.store.save_batch(
+                    conn, job.name, self.partition,
+                    watermark=position if self.plan.position_kind == "watermark" else None,
+                    progress=position if self.plan.position_kind == "progress" else None,
+                    run_id=self.result.run_id, rows=written,
+                )  # fmt: skip
+        except PgferryError:
+            raise
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise load_failure(exc, job=job.name, table=self.table, batch=seq,
+                               columns=self.columns) from exc  # fmt: skip
+        self._rejects_total += len(found)
+        self.result.rows_written += written
+        self.result.rows_rejected += len(found)
+        self.result.rows_read += rows_read
+        self.result.batches += 1
+        if position is not None and self.plan.position_kind == "watermark":
+            self.result.watermark_after = position[0]
+
+    async def _copy(self, rows: Sequence[Sequence[Any]]) -> int:
+        if not rows:
+            return 0
+        target = self.copy_into
+        if not self.upsert:
+            await self.conn.copy_records_to_table(
+                target.name, schema_name=target.schema, columns=list(self.columns), records=rows
+            )
+            return len(rows)
+        await self.conn.copy_records_to_table(_STAGE, columns=list(self.columns), records=rows)
+        status = await self.conn.execute(
+            sql.merge_stage(target, _STAGE, self.columns, self.job.upsert_key or [])
+        )
+        await self.conn.execute(sql.truncate(_STAGE))
+        return int(status.split()[-1])
+
+    async def _write_bisect(self, seq: int, rows: list[Sequence[Any]]) -> tuple[int, list[Reject]]:
+        """Write ``rows``; on a row-level error split them until the bad rows are isolated.
+
+        Every attempt runs in a savepoint, so a failed half leaves nothing behind. Finding
+        ``b`` bad rows among ``n`` costs about ``b * log2(n)`` extra COPYs, only on failure.
+        """
+        try:
+            async with self.conn.transaction():
+                return await self._copy(rows), []
+        except _ROW_ERRORS as exc:
+            if len(rows) == 1:
+                reject = await self._describe_reject(exc, rows[0])
+                if self.job.max_rejects == 0:
+                    raise self._reject_error(seq, reject) from exc
+                return 0, [reject]
+            mid = len(rows) // 2
+            w1, r1 = await self._write_bisect(seq, rows[:mid])
+            w2, r2 = await self._write_bisect(seq, rows[mid:])
+            return w1 + w2, r1 + r2
+
+    async def _describe_reject(self, exc: BaseException, row: Sequence[Any]) -> Reject:
+        as_dict = dict(zip(self.columns, row, strict=True))
+        if isinstance(exc, asyncpg.PostgresError):
+            err = load_failure(exc, job=self.job.name, table=self.table, batch=None,
+                               columns=self.columns)  # fmt: skip
+            column = err.column
+        else:
+            err = await explain_encode_failure(
+                exc, self.conn, job=self.job.name, table=self.table, copy_into=self.copy_into,
+                batch=0, columns=self.columns, rows=[row],
+            )  # fmt: skip
+            column = err.column
+        message = f"{type(exc).__name__}: {exc}"
+        return ("load", type(exc).__name__, message, column, as_dict)
+
+    def _row_key(self, row: dict[str, Any]) -> str:
+        key = self.job.upsert_key or self.job.read_key or []
+        shown = [k for k in key if k in row]
+        if not shown:
+            return "a row (set target.key to name rows by their key)"
+        return "the row with " + ", ".join(f"{k}={row[k]!r}" for k in shown)
+
+    def _reject_error(self, seq: int, reject: Reject) -> LoadError:
+        stage, _, message, column, row = reject
+        what = "the transform failed on" if stage == "transform" else f"{self.table} refused"
+        where = f" column {column!r} of" if column else ""
+        return LoadError(
+            f"{what}{where} {self._row_key(row)}: {message} "
+            "(set max_rejects to set such rows aside in the rejects table instead)",
+            job=self.job.name, batch=seq, column=column,
+        )  # fmt: skip
+
+    def _check_budget(self, seq: int, found: Sequence[Reject]) -> None:
+        limit = self.job.max_rejects
+        total = self._rejects_total + len(found)
+        if limit == 0:
+            raise self._reject_error(seq, found[0])
+        if limit >= 1 and total > limit:
+            raise LoadError(
+                f"{total} rows rejected, more than max_rejects={limit:g}; the last: "
+                f"{self._reject_error(seq, found[-1]).message}",
+                job=self.job.name, batch=seq,
+            )  # fmt: skip
+
+    def check_reject_fraction(self) -> None:
+        """At the end of a run: a fractional ``max_rejects`` against the rows read."""
+        limit = self.job.max_rejects
+        read = self.result.rows_read
+        if 0 < limit < 1 and read and self.result.rows_rejected / read > limit:
+            raise LoadError(
+                f"{self.result.rows_rejected} of {read} rows rejected, more than "
+                f"max_rejects={limit:g} of the rows read",
+                job=self.job.name,
+            )
+
+    # --- The binary pipe --------------------------------------------------------------------
+
+    async def write_stream(self, chunks: AsyncIterable[bytes]) -> int:
+        """``COPY … FROM STDIN (FORMAT binary)`` from raw chunks (upsert: via the stage).
+
+        Runs inside the caller's transaction; returns the rows written.
+        """
+        if not self.upsert:
+            status = await self.conn.copy_to_table(
+                self.copy_into.name, schema_name=self.copy_into.schema,
+                columns=list(self.columns), source=chunks, format="binary",
+            )  # fmt: skip
+            return int(str(status).split()[-1])
+        await self.conn.copy_to_table(_STAGE, columns=list(self.columns), source=chunks,
+                                      format="binary")  # fmt: skip
+        status = await self.conn.execute(
+            sql.merge_stage(self.copy_into, _STAGE, self.columns, self.job.upsert_key or [])
+        )
+        await self.conn.execute(sql.truncate(_STAGE))
+        return int(status.split()[-1])
+
+    # --- Finishing ----------------------------------------------------------------------------
+
+    async def finish(self) -> None:
+        """Commit the run transaction, clear progress, sync deletes, swap a shadow in."""
+        conn, job = self.conn, self.job
+        self.check_reject_fraction()
+        if self._run_tx is not None:
+            await self.store.save_batch(
+                conn, job.name, self.partition, watermark=None, progress=None,
+                run_id=self.result.run_id, rows=0,
+            )  # fmt: skip
+            await self._run_tx.commit()
+            self._run_tx = None
+        if self.plan.position_kind == "progress":
+            await self.store.clear_progress(conn, job.name, self.partition)
+        if self.replace is not None:
+            await self.replace.swap(conn, lock_timeout=job.lock_timeout, retries=job.swap_retries)
+            self.result.bytes_written = await schema.table_size(conn, self.table)
+        else:
+            grown = await schema.table_size(conn, self.table) - self.size_before
+            self.result.bytes_written = max(0, grown)
+
+    async def abort(self) -> None:
+        """Undo what a failed attempt left: the open run transaction and the shadow table."""
+        if self.conn.is_closed():
+            return
+        if self._run_tx is not None:
+            try:
+                await self._run_tx.rollback()
+            except Exception:  # the connection may be broken; the server rolls back anyway
+                log.debug("rollback of the run transaction failed", exc_info=True)
+            self._run_tx = None
+        if self.replace is not None:
+            try:
+                await self.replace.drop_shadow(self.conn)
+            except Exception:
+                log.warning("could not drop the shadow table %s", self.replace.shadow)

@@ -1,22 +1,18 @@
-"""Wiring: plan, run the stages concurrently with backpressure, and clean up on any exit.
-
-Two paths:
+"""The two paths a run's rows take, each with its stages running concurrently.
 
 * ``pipe`` (no transform): ``COPY (…) TO STDOUT (FORMAT binary)`` streamed into
   ``COPY … FROM STDIN (FORMAT binary)``; no row is decoded in Python.
 * ``rows``: a server-side cursor reads batches → bounded queue → transform (inline or in a
-  process pool) → bounded queue of results in extraction order → ``copy_records_to_table``,
-  one transaction per batch.
+  process pool) → bounded queue of results in extraction order → :class:`Writer`, one
+  transaction per batch with its ledger entry.
 
 Every stage runs in one :class:`asyncio.TaskGroup`: an exception in any stage, a task
-cancellation or Ctrl-C cancels the others, rolls back the batch in flight and closes every
-connection.
+cancellation or Ctrl-C cancels the others and rolls back the batch in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -28,23 +24,15 @@ from typing import Any
 import asyncpg
 
 from pgferry import schema, sql
-from pgferry.connection import close_quietly, connect
 from pgferry.engine import transform as tf
-from pgferry.engine.extract import END, extract_batches, pipe_out
-from pgferry.engine.load import (
-    ReplacePlan,
-    copy_batch,
-    copy_stream,
-    explain_encode_failure,
-    load_failure,
-)
-from pgferry.errors import PgferryError, SchemaError, TransformError
+from pgferry.engine.extract import END, extract_batches, extract_failure
+from pgferry.engine.load import Reject, Writer, explain_encode_failure, load_failure
+from pgferry.engine.plan import SourcePlan, position_text
+from pgferry.errors import PgferryError, TransformError
 from pgferry.result import RunResult
-from pgferry.schema import Column
 from pgferry.spec import Job
-from pgferry.sql import TableName
 
-__all__ = ["Progress", "run_async"]
+__all__ = ["Progress", "ProgressCallback", "run_pipe", "run_rows", "sync_deletes"]
 
 log = logging.getLogger("pgferry")
 
@@ -71,11 +59,7 @@ class Progress:
 ProgressCallback = Callable[[Progress], None]
 
 
-def _utcnow() -> str:
-    return dt.datetime.now(dt.UTC).isoformat()
-
-
-async def _run_stages(*coros: Coroutine[Any, Any, Any]) -> None:
+async def run_stages(*coros: Coroutine[Any, Any, Any]) -> None:
     """Run stages together; the first real error wins and cancels the rest."""
     try:
         async with asyncio.TaskGroup() as group:
@@ -95,232 +79,167 @@ def _leaves(eg: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     return out
 
 
-class _Target:
-    """Prepares the table rows are copied into: create, check, or shadow for ``replace``."""
-
-    def __init__(self, job: Job) -> None:
-        self.job = job
-        self.table = job.target.table
-        self.copy_into: TableName = self.table
-        self.replace: ReplacePlan | None = None
-        self.columns: tuple[str, ...] = ()
-        self.casts: dict[str, str | None] = {}
-        self.size_before = 0
-        self.ready = False
-
-    async def prepare(
-        self, conn: asyncpg.Connection, incoming: Sequence[Column], typed: set[str]
-    ) -> None:
-        existing = await schema.describe_table(conn, self.table)
-        if existing is not None:
-            self.casts = await schema.match_target(
-                conn, self.table, incoming, existing, typed=typed
-            )
-        if self.job.target.mode == "replace":
-            self.replace = ReplacePlan(self.table, existed=existing is not None)
-            self.copy_into = self.replace.shadow
-            if existing is not None:
-                await self.replace.create_shadow_like_target(conn)
-            else:
-                await self.replace.drop_shadow(conn)
-                await schema.create_table(conn, self.copy_into, incoming)
-        elif existing is None:
-            try:
-                await schema.create_table(conn, self.table, incoming)
-                log.info("created target table %s", self.table)
-            except asyncpg.DuplicateTableError:
-                # Another run created it meanwhile: check against what is there now.
-                await self.prepare(conn, incoming, typed)
-                return
-        self.columns = tuple(c.name for c in incoming)
-        self.size_before = await schema.table_size(conn, self.copy_into)
-        self.ready = True
-
-    async def prepare_empty(self, conn: asyncpg.Connection) -> None:
-        """No row arrived and the output columns are unknown: still honour ``replace``."""
-        existing = await schema.describe_table(conn, self.table)
-        if self.job.target.mode == "replace" and existing is not None:
-            await self.prepare(conn, existing, set())
-        elif existing is None:
-            log.warning(
-                "job %s: the transform produced no rows, so the columns of %s are unknown "
-                "and it was not created",
-                self.job.name,
-                self.table,
-            )
+_WRITE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 
-async def run_async(job: Job, *, on_progress: ProgressCallback | None = None) -> RunResult:
-    """Run one job to completion.
-
-    Args:
-        job: The job.
-        on_progress: Called with a :class:`Progress` after every committed batch.
-
-    Returns:
-        The :class:`RunResult` of a successful run.
-
-    Raises:
-        PgferryError: The run failed; ``exc.result`` holds the failed :class:`RunResult` and
-            nothing already committed was lost.
-    """
-    result = RunResult(job=job.name, mode=job.target.mode, started_at=_utcnow())
-    t0 = time.perf_counter()
-    src: asyncpg.Connection | None = None
-    tgt: asyncpg.Connection | None = None
-    target = _Target(job)
-    try:
-        row_path = job.transform is not None
-        src = await connect(
-            job.source.dsn,
-            role="source",
-            job=job.name,
-            timeout=job.connect_timeout,
-            statement_timeout=job.statement_timeout,
-            codecs=row_path,
-        )
-        tgt = await connect(
-            job.target.dsn,
-            role="target",
-            job=job.name,
-            timeout=job.connect_timeout,
-            statement_timeout=job.statement_timeout,
-            codecs=row_path,
-        )
-        query, source_columns, estimate = await _plan_source(src, job)
-        if row_path:
-            await _run_rows(job, src, tgt, query, source_columns, estimate, target, result,
-                            on_progress)  # fmt: skip
-        else:
-            await _run_pipe(job, src, tgt, query, source_columns, target, result, on_progress)
-        if target.ready:
-            if target.replace is not None:
-                await target.replace.swap(
-                    tgt, lock_timeout=job.lock_timeout, retries=job.swap_retries
-                )
-                result.bytes_written = await schema.table_size(tgt, target.table)
-            else:
-                grown = await schema.table_size(tgt, target.table) - target.size_before
-                result.bytes_written = max(0, grown)
-        result.status = "success"
-        return result
-    except BaseException as exc:
-        result.status = "failed"
-        result.error = str(exc) or type(exc).__name__
-        if target.replace is not None and tgt is not None and not tgt.is_closed():
-            await _drop_shadow_quietly(tgt, target.replace)
-        if isinstance(exc, PgferryError):
-            exc.with_context(job=job.name)
-            exc.result = result  # type: ignore[attr-defined]
-        raise
-    finally:
-        result.duration_s = time.perf_counter() - t0
-        result.finished_at = _utcnow()
-        await close_quietly(src)
-        await close_quietly(tgt)
-
-
-async def _drop_shadow_quietly(conn: asyncpg.Connection, plan: ReplacePlan) -> None:
-    try:
-        await asyncio.shield(asyncio.wait_for(plan.drop_shadow(conn), 10))
-    except BaseException:  # cleanup must never hide the real error
-        log.warning("could not drop the shadow table %s", plan.shadow)
-
-
-async def _plan_source(
-    conn: asyncpg.Connection, job: Job
-) -> tuple[str, list[Column], int | None]:
-    """The query to read, its columns with exact types, and a row estimate if known."""
-    src = job.source
-    if src.table is not None:
-        columns = await schema.describe_table(conn, src.table)
-        if columns is None:
-            raise SchemaError(f"source table {src.table} does not exist", job=job.name)
-        query = sql.select_from_table(src.table, [c.name for c in columns])
-        estimate = await schema.estimate_rows(conn, src.table)
-    else:
-        assert src.query is not None
-        try:
-            columns = await schema.describe_query(conn, src.query)
-        except asyncpg.PostgresError as exc:
-            raise SchemaError(
-                f"the source query is not valid: {type(exc).__name__}: {exc}", job=job.name
-            ) from exc
-        query, estimate = src.query, None
-    schema.check_unique_names(columns, "the source")
-    return query, columns, estimate
-
-
-async def _run_pipe(
-    job: Job,
+async def pipe(
     src: asyncpg.Connection,
-    tgt: asyncpg.Connection,
     query: str,
-    columns: list[Column],
-    target: _Target,
-    result: RunResult,
-    on_progress: ProgressCallback | None,
-) -> None:
-    result.path = "pipe"
-    await target.prepare(tgt, columns, {c.name for c in columns})
-    select = sql.select_with_casts(query, [(c.name, target.casts.get(c.name)) for c in columns])
-    chunks: asyncio.Queue[Any] = asyncio.Queue(maxsize=max(8, job.queue_depth * 4))
-    ex, ld = result.stages["extract"], result.stages["load"]
+    args: Sequence[Any],
+    *,
+    depth: int,
+    job: Job,
+    write: Callable[[Any], Coroutine[Any, Any, int]],
+    after_read: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    result: RunResult | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> int:
+    """Stream ``COPY (query) TO STDOUT (FORMAT binary)`` into ``write(chunks)``.
+
+    ``after_read`` runs on the source inside the same snapshot once the data is out (to read
+    the last position). Returns what ``write`` returns (rows written).
+    """
+    chunks: asyncio.Queue[Any] = asyncio.Queue(maxsize=max(8, depth * 4))
+    stats = result.stages if result is not None else None
     moved = 0
+    written = 0
 
     async def sink(data: bytes) -> None:
         nonlocal moved
         moved += len(data)
-        with ex.waiting():
-            await chunks.put(data)
+        start = time.perf_counter()
+        await chunks.put(data)
+        if stats is not None:
+            stats["extract"].wait_s += time.perf_counter() - start
         if on_progress is not None:
             on_progress(Progress(0, 0, moved, None, "pipe"))
 
     async def producer() -> None:
         start = time.perf_counter()
-        await pipe_out(src, select, sink=sink, job=job.name)
+        try:
+            async with src.transaction(isolation="repeatable_read", readonly=True):
+                await src.copy_from_query(query, *args, output=sink, format="binary")
+                if after_read is not None:
+                    await after_read()
+        except (*_WRITE_ERRORS, ValueError) as exc:
+            raise extract_failure(exc, job=job.name, batch=0) from exc
         await chunks.put(END)
-        ex.busy_s = time.perf_counter() - start - ex.wait_s
+        if stats is not None:
+            stats["extract"].busy_s += time.perf_counter() - start - stats["extract"].wait_s
 
     async def source() -> Any:
         while True:
-            with ld.waiting():
-                chunk = await chunks.get()
+            start = time.perf_counter()
+            chunk = await chunks.get()
+            if stats is not None:
+                stats["load"].wait_s += time.perf_counter() - start
             if chunk is END:
                 return
             yield chunk
 
     async def consumer() -> None:
+        nonlocal written
         start = time.perf_counter()
-        try:
-            rows = await copy_stream(tgt, target.copy_into, target.columns, source())
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise load_failure(
-                exc, job=job.name, table=target.table, batch=0, columns=target.columns
-            ) from exc
-        ld.busy_s = time.perf_counter() - start - ld.wait_s
-        result.rows_read = result.rows_written = rows
-        result.batches = 1
+        written = await write(source())
+        if stats is not None:
+            stats["load"].busy_s += time.perf_counter() - start - stats["load"].wait_s
 
-    await _run_stages(producer(), consumer())
+    await run_stages(producer(), consumer())
+    return written
 
 
-async def _run_rows(
+async def run_pipe(
     job: Job,
     src: asyncpg.Connection,
-    tgt: asyncpg.Connection,
-    query: str,
-    source_columns: list[Column],
-    estimate: int | None,
-    target: _Target,
+    writer: Writer,
+    plan: SourcePlan,
     result: RunResult,
     on_progress: ProgressCallback | None,
 ) -> None:
+    """The binary pipe: one COPY stream, committed with its ledger entry in one transaction."""
+    result.path = "pipe"
+    await writer.prepare(plan.columns, {c.name for c in plan.columns})
+    select = sql.select_with_casts(
+        plan.unordered, [(c.name, writer.casts.get(c.name)) for c in plan.columns]
+    )
+    position: list[str] | None = None
+
+    async def read_position() -> None:
+        nonlocal position
+        if plan.position_columns:
+            row = await src.fetchrow(
+                sql.last_position(plan.unordered, plan.position_columns), *plan.args
+            )
+            position = list(row) if row is not None else None
+
+    async def write(chunks: Any) -> int:
+        tgt = writer.conn
+        try:
+            async with tgt.transaction():
+                rows = await writer.write_stream(chunks)
+                await writer.store.save_batch(
+                    tgt, job.name, writer.partition,
+                    watermark=position if plan.position_kind == "watermark" else None,
+                    progress=position if plan.position_kind == "progress" else None,
+                    run_id=result.run_id, rows=rows,
+                )  # fmt: skip
+        except _WRITE_ERRORS as exc:
+            raise load_failure(exc, job=job.name, table=writer.table, batch=0,
+                               columns=writer.columns) from exc  # fmt: skip
+        return rows
+
+    rows = await pipe(src, select, plan.args, depth=job.queue_depth, job=job, write=write,
+                      after_read=read_position, result=result, on_progress=on_progress)  # fmt: skip
+    result.rows_read += rows
+    result.rows_written += rows
+    result.batches += 1
+    if position is not None and plan.position_kind == "watermark":
+        result.watermark_after = position[0]
+
+
+async def sync_deletes(
+    job: Job, src: asyncpg.Connection, writer: Writer, plan: SourcePlan, result: RunResult
+) -> None:
+    """Delete target rows whose key is gone from the source (full upsert runs)."""
+    key = job.upsert_key or []
+    keys_table = "pgferry_source_keys"
+    select = sql.select_with_casts(
+        sql.ordered_source(plan.base, key, where=(), order_by=()),
+        [(k, writer.types[k]) for k in key],
+    )
+    tgt = writer.conn
+
+    async def write(chunks: Any) -> int:
+        await tgt.execute(sql.create_keys_table(keys_table, [(k, writer.types[k]) for k in key]))
+        status = await tgt.copy_to_table(keys_table, source=chunks, format="binary")
+        return int(str(status).split()[-1])
+
+    async with tgt.transaction():
+        await tgt.execute(f"DROP TABLE IF EXISTS pg_temp.{sql.quote_ident(keys_table)}")
+        seen = await pipe(src, select, (), depth=job.queue_depth, job=job, write=write)
+        status = await tgt.execute(sql.delete_missing_keys(writer.table, keys_table, key))
+        await tgt.execute(f"DROP TABLE pg_temp.{sql.quote_ident(keys_table)}")
+    result.rows_deleted = int(status.split()[-1])
+    log.info("job %s: %d source keys, deleted %d target rows whose key is gone",
+             job.name, seen, result.rows_deleted)  # fmt: skip
+
+
+async def run_rows(
+    job: Job,
+    src: asyncpg.Connection,
+    writer: Writer,
+    plan: SourcePlan,
+    result: RunResult,
+    on_progress: ProgressCallback | None,
+) -> None:
+    """Cursor → transform → writer, with bounded queues and in-order commits."""
     assert job.transform is not None
     fn = tf.load_transform(job.transform)
     is_batch = tf.is_batch_transform(fn)
-    names = tuple(c.name for c in source_columns)
-    key = job.source.key
+    names = tuple(c.name for c in plan.columns)
+    key = job.read_key
+    collect = job.max_rejects > 0
+    position_index = plan.position_index
     raw: asyncio.Queue[Any] = asyncio.Queue(maxsize=job.queue_depth)
     pool: ProcessPoolExecutor | None = None
     workers = job.workers if isinstance(job.workers, int) else None  # None = decide
@@ -354,23 +273,26 @@ async def _run_rows(
                 batch = await raw.get()
             if batch is END:
                 break
+            last = batch.rows[-1]
+            position = position_text([last[i] for i in position_index]) if position_index else None
             fut: asyncio.Future[Any] = loop.create_future()
             if pool is None:
                 start = time.perf_counter()
+                rejects: list[tf.TransformReject] | None = [] if collect else None
                 try:
                     out_cols, out_rows = tf.apply_transform(
-                        fn, is_batch, batch.columns, batch.rows, key
+                        fn, is_batch, batch.columns, batch.rows, key, rejects
                     )
                 except PgferryError as exc:
                     # Handed to the loader like a pool result, so that the batches before
                     # this one are committed first and the failure surfaces in order.
                     fut.set_exception(exc)
                     with ts.waiting():
-                        await done.put((batch.seq, batch.rows_read, fut))
+                        await done.put((batch.seq, batch.rows_read, position, fut))
                     return
                 elapsed = time.perf_counter() - start
                 ts.busy_s += elapsed
-                fut.set_result((out_cols, out_rows, 0.0))
+                fut.set_result((out_cols, out_rows, 0.0, rejects or []))
                 if workers is None:
                     use, why = tf.measure_pool_benefit(
                         elapsed, batch.columns, [tuple(r) for r in batch.rows], out_rows
@@ -383,10 +305,11 @@ async def _run_rows(
                     result.workers = workers or 0
             else:
                 rows = [tuple(r) for r in batch.rows]
-                inner = loop.run_in_executor(pool, tf.run_in_worker, batch.columns, rows, key)
-                fut = asyncio.ensure_future(inner)
+                fut = asyncio.ensure_future(loop.run_in_executor(
+                    pool, tf.run_in_worker, batch.columns, rows, key, collect
+                ))  # fmt: skip
             with ts.waiting():
-                await done.put((batch.seq, batch.rows_read, fut))
+                await done.put((batch.seq, batch.rows_read, position, fut))
         await done.put(END)
 
     async def load_stage() -> None:
@@ -396,66 +319,56 @@ async def _run_rows(
                 item = await done.get()
                 if item is END:
                     break
-                seq, rows_read, fut = item
+                seq, rows_read, position, fut = item
                 try:
-                    out_cols, out_rows, worker_cpu = await fut
+                    out_cols, out_rows, worker_cpu, t_rejects = await fut
                 except BrokenProcessPool as exc:
                     raise TransformError(
                         "a transform worker process died (killed, or out of memory)",
-                        job=job.name,
-                        batch=seq,
-                    ) from exc
+                        job=job.name, batch=seq,
+                    ) from exc  # fmt: skip
                 except PgferryError as exc:
                     raise exc.with_context(job=job.name, batch=seq) from exc.__cause__
             ts.busy_s += worker_cpu
-            result.rows_read += rows_read
-            if out_cols is not None:
-                if not target.ready:
-                    incoming = schema.output_columns(
-                        out_cols, out_rows, source_columns, job.target.columns
-                    )
-                    typed = {c.name for c in source_columns} | set(job.target.columns)
-                    await target.prepare(tgt, incoming, typed & set(out_cols))
-                    canonical = target.columns
+            rejects: list[Reject] = [
+                ("transform", cls, message, None, row) for cls, message, row in t_rejects
+            ]
+            if out_cols is not None and not writer.ready:
+                incoming = schema.output_columns(
+                    out_cols, out_rows, plan.columns, job.target.columns
+                )
+                typed = {c.name for c in plan.columns} | set(job.target.columns)
+                await writer.prepare(incoming, typed & set(out_cols))
+                canonical = writer.columns
+            if out_cols is not None and out_cols != canonical:
                 assert canonical is not None
-                if out_cols != canonical:
-                    out_rows = _reorder(out_cols, out_rows, canonical, job.name, seq)
+                out_rows = _reorder(out_cols, out_rows, canonical, job.name, seq)
+            if writer.ready:
                 with ld.busy():
                     try:
-                        await copy_batch(tgt, target.copy_into, canonical, out_rows)
-                    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-                        raise load_failure(
-                            exc, job=job.name, table=target.table, batch=seq, columns=canonical
-                        ) from exc
+                        await writer.write(seq, out_rows, rows_read=rows_read,
+                                           position=position, rejects=rejects)  # fmt: skip
                     except (TypeError, ValueError, OverflowError, AttributeError) as exc:
                         raise await explain_encode_failure(
-                            exc, tgt, job=job.name, table=target.table,
-                            copy_into=target.copy_into, batch=seq, columns=canonical,
+                            exc, writer.conn, job=job.name, table=writer.table,
+                            copy_into=writer.copy_into, batch=seq, columns=writer.columns,
                             rows=out_rows,
                         ) from exc  # fmt: skip
-                result.rows_written += len(out_rows)
-                result.batches += 1
+            else:
+                result.rows_read += rows_read
+                result.rows_rejected += len(rejects)
             if on_progress is not None:
-                on_progress(
-                    Progress(result.rows_read, result.rows_written, 0, estimate, "rows")
-                )
-        if not target.ready:
-            await target.prepare_empty(tgt)
+                on_progress(Progress(result.rows_read, result.rows_written, 0, plan.estimate,
+                                     "rows"))  # fmt: skip
 
     async def extract_stage() -> None:
         await extract_batches(
-            src,
-            query,
-            (),
-            names,
-            batch_size=job.batch_size,
-            queue=raw,
-            stats=result.stages["extract"],
-            job=job.name,
-        )
+            src, plan.query, plan.args, names, batch_size=job.batch_size, queue=raw,
+            stats=result.stages["extract"], job=job.name,
+        )  # fmt: skip
 
     try:
-        await _run_stages(extract_stage(), transform_stage(), load_stage())
+        await run_stages(extract_stage(), transform_stage(), load_stage())
     finally:
         _discard_pending(done)
         if pool is not None:
@@ -473,8 +386,7 @@ def _reorder(
         extra = sorted(set(cols) - set(canonical))
         missing = sorted(set(canonical) - set(cols))
         raise TransformError(
-            f"transform output changed columns between batches: extra {extra}, missing "
-            f"{missing}",
+            f"transform output changed columns between batches: extra {extra}, missing {missing}",
             job=job,
             batch=seq,
             column=(extra or missing)[0],
@@ -489,7 +401,7 @@ def _discard_pending(queue: asyncio.Queue[Any]) -> None:
         item = queue.get_nowait()
         if item is END:
             continue
-        fut = item[2]
+        fut = item[3]
         if fut.done():
             if not fut.cancelled():
                 fut.exception()
@@ -511,4 +423,3 @@ async def _shutdown_pool(pool: ProcessPoolExecutor) -> None:
                 proc.join(timeout=5)
 
     await asyncio.shield(asyncio.to_thread(join))
-

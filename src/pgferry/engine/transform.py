@@ -98,12 +98,17 @@ def _describe_row(row: Mapping[str, Any], index: int, key: Sequence[str] | None)
     return f"row {index} of the batch; set source.key to name rows by their key"
 
 
+TransformReject = tuple[str, str, dict[str, Any]]
+"""A row the transform failed on: ``(error class, message, the input row)``."""
+
+
 def apply_transform(
     fn: Callable[..., Any],
     is_batch: bool,
     columns: Columns,
     rows: Sequence[Sequence[Any]],
     key: Sequence[str] | None = None,
+    rejects: list[TransformReject] | None = None,
 ) -> tuple[Columns | None, Rows]:
     """Run a transform over one batch.
 
@@ -113,6 +118,8 @@ def apply_transform(
         columns: Input column names.
         rows: Input rows as sequences in ``columns`` order.
         key: Key columns, to name the failing row in error messages.
+        rejects: If given, rows whose transform raises are appended here instead of failing
+            the batch (a batch transform is retried on halves to isolate them).
 
     Returns:
         The output column names (``None`` when every row was dropped) and the output rows as
@@ -125,7 +132,7 @@ def apply_transform(
     results: list[Any]
     if is_batch:
         try:
-            produced = fn(dicts)
+            produced = fn(dicts) if rejects is None else _batch_isolating(fn, dicts, rejects)
         except Exception as exc:
             raise TransformError(
                 f"batch transform {_name(fn)} raised {type(exc).__name__}: {exc}"
@@ -143,6 +150,9 @@ def apply_transform(
             try:
                 out = fn(row)
             except Exception as exc:
+                if rejects is not None:
+                    rejects.append((type(exc).__name__, str(exc), row))
+                    continue
                 raise TransformError(
                     f"transform {_name(fn)} raised {type(exc).__name__}: {exc} "
                     f"(at {_describe_row(row, index, key)})"
@@ -172,6 +182,20 @@ def apply_transform(
         except KeyError:
             _raise_shape(fn, res, out_cols)
     return out_cols, out_rows
+
+
+def _batch_isolating(
+    fn: Callable[..., Any], rows: list[dict[str, Any]], rejects: list[TransformReject]
+) -> list[Any]:
+    """Call a batch transform; when it raises, call it on halves to set the bad rows aside."""
+    try:
+        return list(fn([dict(r) for r in rows]) if len(rows) > 1 else fn(rows))
+    except Exception as exc:
+        if len(rows) == 1:
+            rejects.append((type(exc).__name__, str(exc), rows[0]))
+            return []
+        mid = len(rows) // 2
+        return _batch_isolating(fn, rows[:mid], rejects) + _batch_isolating(fn, rows[mid:], rejects)
 
 
 def _raise_shape(fn: Callable[..., Any], res: Any, out_cols: Columns) -> None:
@@ -213,13 +237,14 @@ def _init_worker(import_path: str) -> None:
 
 
 def run_in_worker(
-    columns: Columns, rows: Rows, key: Sequence[str] | None
-) -> tuple[Columns | None, Rows, float]:
-    """Pool task: transform one batch; returns columns, rows and the CPU seconds it took."""
+    columns: Columns, rows: Rows, key: Sequence[str] | None, collect_rejects: bool
+) -> tuple[Columns | None, Rows, float, list[TransformReject]]:
+    """Pool task: transform one batch; returns columns, rows, CPU seconds and rejects."""
     assert _worker_fn is not None, "pool worker was not initialised"
     start = time.process_time()
-    out_cols, out_rows = apply_transform(_worker_fn, _worker_is_batch, columns, rows, key)
-    return out_cols, out_rows, time.process_time() - start
+    rejects: list[TransformReject] | None = [] if collect_rejects else None
+    out_cols, out_rows = apply_transform(_worker_fn, _worker_is_batch, columns, rows, key, rejects)
+    return out_cols, out_rows, time.process_time() - start, rejects or []
 
 
 def can_start_pool() -> str | None:

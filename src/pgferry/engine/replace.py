@@ -1,0 +1,161 @@
+"""The ``replace`` swap: build the new data in a shadow table, swap it in atomically."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import random
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from pgferry import sql
+from pgferry.errors import LoadError, TransientLoadError
+from pgferry.sql import TableName
+
+__all__ = ["ReplacePlan"]
+
+log = logging.getLogger("pgferry")
+
+
+def _side_name(prefix: str, name: str) -> str:
+    """``prefix + name``, shortened with a hash if it would pass the 63-byte limit."""
+    candidate = f"{prefix}{name}"
+    if len(candidate.encode()) <= 63:
+        return candidate
+    digest = hashlib.sha1(name.encode()).hexdigest()[:10]
+    head = name.encode()[: 63 - len(prefix) - 11].decode(errors="ignore")
+    return f"{prefix}{head}_{digest}"
+
+
+_INDEXES = """
+SELECT c.relname, i.indisunique, i.indisprimary,
+       substr(pg_get_indexdef(i.indexrelid), strpos(pg_get_indexdef(i.indexrelid), ' USING '))
+FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+WHERE i.indrelid = $1::regclass
+ORDER BY c.relname
+"""
+
+_GRANTS = """
+SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END,
+       a.privilege_type, a.is_grantable
+FROM pg_class c, aclexplode(c.relacl) a
+WHERE c.oid = $1::regclass AND a.grantee <> c.relowner
+"""
+
+_TABLE_INFO = """
+SELECT obj_description(c.oid, 'pg_class'), pg_get_userbyid(c.relowner),
+       n.nspname, c.relname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.oid = $1::regclass
+"""
+
+_DEPENDENT_VIEWS = """
+SELECT DISTINCT v.oid::regclass::text, pg_get_viewdef(v.oid)
+FROM pg_depend d
+JOIN pg_rewrite r ON r.oid = d.objid
+JOIN pg_class v ON v.oid = r.ev_class
+WHERE d.refobjid = $1::regclass AND d.classid = 'pg_rewrite'::regclass
+  AND v.oid <> d.refobjid AND v.relkind = 'v'
+"""
+
+
+@dataclass
+class ReplacePlan:
+    """Build the new data in a shadow table, then swap it in with one short transaction.
+
+    A concurrent reader sees the old table until the swap commits and the new one after: it
+    never sees an empty or half-loaded table. The swap keeps indexes (under their names),
+    grants, the table comment, the owner and dependent views.
+
+    Attributes:
+        target: The table being replaced.
+        shadow: The table the rows are loaded into.
+        existed: Whether the target existed when the run started.
+    """
+
+    target: TableName
+    existed: bool
+    shadow: TableName = field(init=False)
+    old: TableName = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.shadow = self.target.sibling(_side_name("_pgferry_new_", self.target.name))
+        self.old = self.target.sibling(_side_name("_pgferry_old_", self.target.name))
+
+    async def create_shadow_like_target(self, conn: asyncpg.Connection) -> None:
+        """Create the shadow as a copy of the target's definition (no rows)."""
+        await conn.execute(sql.drop_table(self.shadow))
+        await conn.execute(sql.create_table_like(self.shadow, self.target))
+
+    async def drop_shadow(self, conn: asyncpg.Connection) -> None:
+        """Remove the shadow table after a failed run (the target is untouched)."""
+        await conn.execute(sql.drop_table(self.shadow))
+
+    async def swap(self, conn: asyncpg.Connection, *, lock_timeout: float, retries: int) -> None:
+        """Swap the shadow in, retrying when the target's lock is not granted in time.
+
+        Raises:
+            TransientLoadError: The lock was not granted after ``retries`` attempts.
+            LoadError: The swap failed for another reason (e.g. a materialized view or a
+                foreign key depends on the target); the target is unchanged.
+        """
+        for attempt in range(1, retries + 1):
+            try:
+                async with conn.transaction():
+                    await conn.execute(sql.set_lock_timeout(), f"{int(lock_timeout * 1000)}ms")
+                    if self.existed:
+                        await self._swap_existing(conn)
+                    else:
+                        await conn.execute(sql.rename_table(self.shadow, self.target.name))
+                return
+            except asyncpg.LockNotAvailableError as exc:
+                if attempt == retries:
+                    raise TransientLoadError(
+                        f"could not lock {self.target} for the replace swap after {retries} "
+                        f"attempts of {lock_timeout:g} s: {exc}",
+                    ) from exc
+                delay = min(30.0, 0.5 * 2**attempt) * (0.5 + random.random())
+                log.warning("swap of %s: lock not granted, retrying in %.1f s", self.target, delay)
+                await asyncio.sleep(delay)
+            except asyncpg.PostgresError as exc:
+                raise LoadError(
+                    f"replacing {self.target} failed, the old table is unchanged: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+
+    async def _swap_existing(self, conn: asyncpg.Connection) -> None:
+        target, shadow = self.target, self.shadow
+        await conn.execute(sql.lock_table(target))
+        comment, owner, schema, _ = await conn.fetchrow(_TABLE_INFO, target.sql)
+        grants = await conn.fetch(_GRANTS, target.sql)
+        views = await conn.fetch(_DEPENDENT_VIEWS, target.sql)
+        old_indexes = await conn.fetch(_INDEXES, target.sql)
+        new_indexes = await conn.fetch(_INDEXES, shadow.sql)
+        current_user = await conn.fetchval("SELECT current_user")
+
+        await conn.execute(sql.rename_table(target, self.old.name))
+        await conn.execute(sql.rename_table(shadow, target.name))
+        for grantee, privilege, grantable in grants:
+            await conn.execute(sql.grant(target, privilege, grantee, grantable))
+        if comment is not None:
+            statement = await conn.fetchval(sql.FORMAT_COMMENT_ON_TABLE, target.sql, comment)
+            await conn.execute(statement)
+        if owner != current_user:
+            await conn.execute(await conn.fetchval(sql.FORMAT_OWNER, target.sql, owner))
+        for view_name, definition in views:
+            # The definition was printed before the rename, so it names the target table,
+            # which now is the new one: the view follows it.
+            await conn.execute(sql.replace_view(view_name, definition))
+        await conn.execute(sql.drop_table(self.old))
+        # LIKE … INCLUDING ALL named the copied indexes after the shadow; give them the old
+        # names back (a constraint's index renames its constraint too).
+        remaining = list(new_indexes)
+        for name, unique, primary, definition in old_indexes:
+            for i, cand in enumerate(remaining):
+                if (cand[1], cand[2], cand[3]) == (unique, primary, definition):
+                    if cand[0] != name:
+                        await conn.execute(sql.rename_index(schema, cand[0], name))
+                    del remaining[i]
+                    break

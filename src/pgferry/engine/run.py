@@ -1,0 +1,185 @@
+"""One run of a job: lock, run history, attempts with retries, and the result.
+
+A run takes the advisory lock of its (job, partition) on a control connection to the target,
+records itself in the runs table, then makes attempts: each attempt opens fresh source and
+target connections, reads the ledger, plans where to start, and moves rows. A transient
+failure (lost connection, server shutdown, deadlock…) is retried with exponential backoff and
+jitter; the next attempt continues after the last committed batch. Whatever happens, the run's
+row records the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import logging
+import random
+import time
+
+import asyncpg
+
+from pgferry import schema
+from pgferry.connection import close_quietly, connect, is_transient_pg_error
+from pgferry.engine.load import Writer
+from pgferry.engine.pipeline import ProgressCallback, run_pipe, run_rows, sync_deletes
+from pgferry.engine.plan import plan_source
+from pgferry.errors import PgferryError, Transient, TransientError
+from pgferry.result import RunResult
+from pgferry.spec import Job
+from pgferry.state import StateStore
+
+__all__ = ["run_async"]
+
+log = logging.getLogger("pgferry")
+
+
+def _utcnow() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
+
+
+async def _connect(job: Job, role: str, codecs: bool = False) -> asyncpg.Connection:
+    side = job.source if role == "source" else job.target
+    return await connect(side.dsn, role=role, job=job.name, timeout=job.connect_timeout,
+                         statement_timeout=job.statement_timeout, codecs=codecs)  # fmt: skip
+
+
+def _as_pgferry_error(exc: Exception, job: Job) -> PgferryError:
+    """Errors that escaped the stages' own wrapping (planning, state tables)."""
+    if isinstance(exc, PgferryError):
+        return exc.with_context(job=job.name)
+    cls = TransientError if is_transient_pg_error(exc) else PgferryError
+    return cls(f"{type(exc).__name__}: {exc}", job=job.name)
+
+
+async def run_async(job: Job, *, on_progress: ProgressCallback | None = None) -> RunResult:
+    """Run one job to completion, retrying transient failures.
+
+    Args:
+        job: The job.
+        on_progress: Called with a :class:`~pgferry.engine.pipeline.Progress` after every
+            committed batch.
+
+    Returns:
+        The :class:`RunResult` of a successful run.
+
+    Raises:
+        PgferryError: The run failed; ``exc.result`` holds the failed :class:`RunResult` and
+            nothing already committed was lost.
+    """
+    result = RunResult(job=job.name, mode=job.target.mode, started_at=_utcnow())
+    partition = job.partition.name if job.partition else ""
+    result.partition = partition
+    store = StateStore(job.state_schema)
+    t0 = time.perf_counter()
+    control: asyncpg.Connection | None = None
+    attempts = 0
+    recorded = False
+    try:
+        control = await _connect(job, "target")
+        await store.ensure(control)
+        await store.lock(control, job.name, partition, job.lock_wait)
+        ledger = await store.read(control, job.name, partition)
+        if ledger is not None and ledger.watermark:
+            result.watermark_before = result.watermark_after = ledger.watermark[0]
+        await store.start_run(control, result, partition)
+        recorded = True
+        while True:
+            attempts += 1
+            try:
+                await _attempt(job, store, result, on_progress)
+                break
+            except Exception as exc:
+                err = _as_pgferry_error(exc, job)
+                if not isinstance(err, Transient) or attempts > job.max_retries:
+                    raise err from (None if err is exc else exc)
+                delay = min(60.0, job.retry_backoff * 2 ** (attempts - 1))
+                delay *= 0.5 + random.random()
+                log.warning("job %s: attempt %d failed (%s); retrying in %.1f s from the last "
+                            "committed batch", job.name, attempts, err, delay)  # fmt: skip
+                await asyncio.sleep(delay)
+        result.status = "success"
+        return result
+    except BaseException as exc:
+        result.status = "failed"
+        result.error = str(exc) or type(exc).__name__
+        if isinstance(exc, PgferryError):
+            exc.with_context(job=job.name)
+            exc.result = result  # type: ignore[attr-defined]
+        raise
+    finally:
+        result.duration_s = time.perf_counter() - t0
+        result.finished_at = _utcnow()
+        result.attempts = attempts
+        if recorded:
+            await asyncio.shield(_record(job, store, control, result, attempts))
+        await close_quietly(control)
+
+
+async def _record(
+    job: Job, store: StateStore, control: asyncpg.Connection | None, result: RunResult,
+    attempts: int,
+) -> None:  # fmt: skip
+    """Write the run's outcome; on a fresh connection if the control one is gone."""
+    conn = control
+    fresh = None
+    try:
+        if conn is None or conn.is_closed():
+            conn = fresh = await _connect(job, "target")
+        await store.finish_run(conn, result, attempts)
+    except Exception as exc:
+        log.warning("job %s: could not record the outcome of run %s: %s",
+                    job.name, result.run_id, exc)  # fmt: skip
+    finally:
+        await close_quietly(fresh)
+
+
+async def _attempt(
+    job: Job, store: StateStore, result: RunResult, on_progress: ProgressCallback | None
+) -> None:
+    """One attempt: fresh connections, plan from the ledger, move the rows, finish."""
+    row_path = job.transform is not None
+    src = tgt = None
+    writer: Writer | None = None
+    before = dataclasses.replace(result, stages=dict(result.stages))
+    try:
+        src = await _connect(job, "source", codecs=row_path)
+        tgt = await _connect(job, "target", codecs=row_path)
+        ledger = await store.read(tgt, job.name, result.partition)
+        plan = await plan_source(src, job, ledger)
+        if plan.start is not None and plan.position_kind == "progress":
+            log.warning("job %s: an earlier run stopped part-way; continuing after %s",
+                        job.name, plan.start)  # fmt: skip
+        writer = Writer(job, tgt, store, result, plan)
+        if row_path:
+            await run_rows(job, src, writer, plan, result, on_progress)
+        else:
+            await run_pipe(job, src, writer, plan, result, on_progress)
+        if writer.ready:
+            await writer.finish()
+        elif job.target.mode == "replace":
+            await _replace_with_nothing(job, writer)
+        if job.target.sync_deletes:
+            await sync_deletes(job, src, writer, plan, result)
+    except BaseException:
+        if writer is not None:
+            await asyncio.shield(writer.abort())
+            if plan.txn_scope == "run" or job.target.mode == "replace":
+                # Nothing of this attempt was committed: its counters do not count.
+                for name in ("rows_read", "rows_written", "rows_rejected", "batches"):
+                    setattr(result, name, getattr(before, name))
+        raise
+    finally:
+        await close_quietly(src)
+        await close_quietly(tgt)
+
+
+async def _replace_with_nothing(job: Job, writer: Writer) -> None:
+    """``replace`` with no rows at all: an existing target becomes empty, atomically."""
+    existing = await schema.describe_table(writer.conn, writer.table)
+    if existing is None:
+        log.warning("job %s: no rows and no existing target: %s was not created",
+                    job.name, writer.table)  # fmt: skip
+        return
+    await writer.prepare(existing, set())
+    await writer.finish()
