@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 try:
-    import psutil
+    import psutil  # type: ignore[import-untyped]
 except ImportError:  # psutil comes with the dev extra; without it some figures are n/a
     psutil = None
 
@@ -110,7 +110,7 @@ def find_postmaster(backend_pid: int) -> int | None:
         parent = psutil.Process(backend_pid).parent()
         if parent is None or "postgres" not in parent.name() + " ".join(parent.cmdline()):
             return None
-        return parent.pid
+        return int(parent.pid)
     except psutil.Error:
         return None
 
@@ -137,7 +137,7 @@ class ServerCpu:
                 total += ct.user + ct.system
         except psutil.Error:
             return None
-        return total
+        return float(total)
 
     def settle(self, database: str, timeout: float = 3.0) -> None:
         """Wait until no client backend connected to ``database`` is left.

@@ -150,7 +150,8 @@ def run_one(
     )
     if not child.ok:
         why = f"timed out after {timeout:g} s" if child.timed_out else f"exit {child.returncode}"
-        record.error = f"{why}: {child.stderr.splitlines()[-1] if child.stderr else ''}"
+        last = child.stderr.splitlines()[-1] if child.stderr else ""
+        record.error = f"{why}: {last}" if last else why
         record.verification = "not checked: the run failed"
         log(f"  ({key}) FAILED ({why})\n{child.stderr}")
         return record
@@ -185,8 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     pycache = tempfile.mkdtemp(prefix="pgferry-bench-pycache-")
     env = child_environment(pycache)
     modules = sorted({METHODS[k].target.partition(":")[0] for k in args.method_keys})
-    warm_up(["benchmarks.child", *modules], env=env, cwd=str(REPO_ROOT))
-    with benchmark_database(args.dsn) as (dsn, kind), _removing(pycache):
+    with _removing(pycache), benchmark_database(args.dsn) as (dsn, kind):
+        warm_up(["benchmarks.child", *modules], env=env, cwd=str(REPO_ROOT))
         log(f"creating the workload ({args.rows:,} rows) on the {kind} server …")
         started = time.perf_counter()
         asyncio.run(database.create_workload(dsn, statements))

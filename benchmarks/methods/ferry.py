@@ -32,11 +32,13 @@ def batch(config: MethodConfig) -> dict[str, Any]:
 
 
 def _run(config: MethodConfig, source: dict[str, Any], transform: str | None) -> dict[str, Any]:
-    job = pgferry.Job(
-        name=f"bench-{config.method}",
-        source={"dsn": config.dsn, **source},
-        target={"dsn": config.dsn, "table": TARGET_TABLE, "mode": "append"},
-        transform=transform,
+    job = pgferry.Job.from_dict(
+        {
+            "name": f"bench-{config.method}",
+            "source": {"dsn": config.dsn, **source},
+            "target": {"dsn": config.dsn, "table": TARGET_TABLE, "mode": "append"},
+            "transform": transform,
+        }
     )
     result = pgferry.run(job)
     stages = {

@@ -223,6 +223,7 @@ SELECT p.n, p.s IS NOT NULL AND (
                       SELECT 1 FROM pg_cast c WHERE c.castsource = st.typelem
                         AND c.casttarget = tt.typelem AND c.castcontext IN ('a', 'i'))))
   )
+  , p.s = p.t, format_type(p.t, NULL)
 FROM p ORDER BY p.n
 """
 
@@ -247,7 +248,9 @@ async def match_target(
 
     Returns:
         For every incoming column, the target type to cast to when the types differ, else
-        ``None``.
+        ``None``. The cast names the type without its modifier (``varchar``, not
+        ``varchar(4)``): an explicit cast would truncate or round silently, while the
+        target applies the modifier itself and refuses a value that does not fit.
 
     Raises:
         SchemaError: A column is missing from the target, or its type cannot be assigned
@@ -275,5 +278,6 @@ async def match_target(
                 f"{target_types[col.name]}, which cannot hold the incoming {col.type}",
                 column=col.name,
             )
-        casts[col.name] = target_types[col.name]
+        if not row[2]:  # same type, other modifier: no cast, the target checks the modifier
+            casts[col.name] = row[3]
     return casts

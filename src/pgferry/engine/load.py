@@ -379,24 +379,26 @@ class Writer:
 
     # --- The binary pipe --------------------------------------------------------------------
 
-    async def write_stream(self, chunks: AsyncIterable[bytes]) -> int:
+    async def write_stream(self, chunks: AsyncIterable[bytes]) -> tuple[int, int]:
         """``COPY … FROM STDIN (FORMAT binary)`` from raw chunks (upsert: via the stage).
 
-        Runs inside the caller's transaction; returns the rows written.
+        Runs inside the caller's transaction; returns the rows copied and the rows written
+        (an upsert writes only new and changed rows).
         """
         if not self.upsert:
             status = await self.conn.copy_to_table(
                 self.copy_into.name, schema_name=self.copy_into.schema,
                 columns=list(self.columns), source=chunks, format="binary",
             )  # fmt: skip
-            return int(str(status).split()[-1])
-        await self.conn.copy_to_table(_STAGE, columns=list(self.columns), source=chunks,
-                                      format="binary")  # fmt: skip
-        status = await self.conn.execute(
+            copied = int(str(status).split()[-1])
+            return copied, copied
+        status = await self.conn.copy_to_table(_STAGE, columns=list(self.columns),
+                                               source=chunks, format="binary")  # fmt: skip
+        merged = await self.conn.execute(
             sql.merge_stage(self.copy_into, _STAGE, self.columns, self.job.upsert_key or [])
         )
         await self.conn.execute(sql.truncate(_STAGE))
-        return int(status.split()[-1])
+        return int(str(status).split()[-1]), int(merged.split()[-1])
 
     # --- Finishing ----------------------------------------------------------------------------
 

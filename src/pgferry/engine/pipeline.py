@@ -28,11 +28,18 @@ from pgferry.engine import transform as tf
 from pgferry.engine.extract import END, extract_batches, extract_failure
 from pgferry.engine.load import Reject, Writer, explain_encode_failure, load_failure
 from pgferry.engine.plan import SourcePlan, position_text
-from pgferry.errors import PgferryError, TransformError
+from pgferry.errors import LoadError, PgferryError, TransformError
 from pgferry.result import RunResult
 from pgferry.spec import Job
 
-__all__ = ["Progress", "ProgressCallback", "run_pipe", "run_rows", "sync_deletes"]
+__all__ = [
+    "Progress",
+    "ProgressCallback",
+    "RowLevelPipeFailure",
+    "run_pipe",
+    "run_rows",
+    "sync_deletes",
+]
 
 log = logging.getLogger("pgferry")
 
@@ -82,6 +89,11 @@ def _leaves(eg: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 _WRITE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
 
 
+class RowLevelPipeFailure(LoadError):
+    """A row in the binary stream was refused; the run falls back to decoded rows, which can
+    name the row and set it aside."""
+
+
 async def pipe(
     src: asyncpg.Connection,
     query: str,
@@ -89,20 +101,20 @@ async def pipe(
     *,
     depth: int,
     job: Job,
-    write: Callable[[Any], Coroutine[Any, Any, int]],
+    write: Callable[[Any], Coroutine[Any, Any, Any]],
     after_read: Callable[[], Coroutine[Any, Any, None]] | None = None,
     result: RunResult | None = None,
     on_progress: ProgressCallback | None = None,
-) -> int:
+) -> Any:
     """Stream ``COPY (query) TO STDOUT (FORMAT binary)`` into ``write(chunks)``.
 
     ``after_read`` runs on the source inside the same snapshot once the data is out (to read
-    the last position). Returns what ``write`` returns (rows written).
+    the last position). Returns what ``write`` returns.
     """
     chunks: asyncio.Queue[Any] = asyncio.Queue(maxsize=max(8, depth * 4))
     stats = result.stages if result is not None else None
     moved = 0
-    written = 0
+    written: Any = None
 
     async def sink(data: bytes) -> None:
         nonlocal moved
@@ -172,25 +184,31 @@ async def run_pipe(
             )
             position = list(row) if row is not None else None
 
-    async def write(chunks: Any) -> int:
+    async def write(chunks: Any) -> tuple[int, int]:
         tgt = writer.conn
         try:
             async with tgt.transaction():
-                rows = await writer.write_stream(chunks)
+                copied, rows = await writer.write_stream(chunks)
                 await writer.store.save_batch(
                     tgt, job.name, writer.partition,
                     watermark=position if plan.position_kind == "watermark" else None,
                     progress=position if plan.position_kind == "progress" else None,
                     run_id=result.run_id, rows=rows,
                 )  # fmt: skip
+        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+            raise RowLevelPipeFailure(
+                f"the target refused a row of the binary stream: {exc}", job=job.name
+            ) from exc
         except _WRITE_ERRORS as exc:
             raise load_failure(exc, job=job.name, table=writer.table, batch=0,
                                columns=writer.columns) from exc  # fmt: skip
-        return rows
+        return copied, rows
 
-    rows = await pipe(src, select, plan.args, depth=job.queue_depth, job=job, write=write,
-                      after_read=read_position, result=result, on_progress=on_progress)  # fmt: skip
-    result.rows_read += rows
+    copied, rows = await pipe(
+        src, select, plan.args, depth=job.queue_depth, job=job, write=write,
+        after_read=read_position, result=result, on_progress=on_progress,
+    )  # fmt: skip
+    result.rows_read += copied
     result.rows_written += rows
     result.batches += 1
     if position is not None and plan.position_kind == "watermark":
@@ -232,10 +250,13 @@ async def run_rows(
     result: RunResult,
     on_progress: ProgressCallback | None,
 ) -> None:
-    """Cursor → transform → writer, with bounded queues and in-order commits."""
-    assert job.transform is not None
-    fn = tf.load_transform(job.transform)
-    is_batch = tf.is_batch_transform(fn)
+    """Cursor → transform → writer, with bounded queues and in-order commits.
+
+    Without a transform (the fallback from the pipe, to isolate bad rows), rows pass through
+    as they were decoded.
+    """
+    fn = tf.load_transform(job.transform) if job.transform is not None else None
+    is_batch = fn is not None and tf.is_batch_transform(fn)
     names = tuple(c.name for c in plan.columns)
     key = job.read_key
     collect = job.max_rejects > 0
@@ -243,6 +264,8 @@ async def run_rows(
     raw: asyncio.Queue[Any] = asyncio.Queue(maxsize=job.queue_depth)
     pool: ProcessPoolExecutor | None = None
     workers = job.workers if isinstance(job.workers, int) else None  # None = decide
+    if fn is None:
+        workers = 0
     done: asyncio.Queue[Any] = asyncio.Queue(
         maxsize=max(job.queue_depth, (workers or tf.default_pool_size()) + 1)
     )
@@ -251,6 +274,7 @@ async def run_rows(
 
     def start_pool_or_inline(n: int, why: str) -> None:
         nonlocal pool, workers
+        assert fn is not None
         reason = tf.can_start_pool() or tf.pool_unpicklable_reason(job.transform or fn)
         if reason:
             log.warning("job %s: running the transform inline: %s", job.name, reason)
@@ -276,7 +300,9 @@ async def run_rows(
             last = batch.rows[-1]
             position = position_text([last[i] for i in position_index]) if position_index else None
             fut: asyncio.Future[Any] = loop.create_future()
-            if pool is None:
+            if fn is None:
+                fut.set_result((batch.columns, batch.rows, 0.0, []))
+            elif pool is None:
                 start = time.perf_counter()
                 rejects: list[tf.TransformReject] | None = [] if collect else None
                 try:

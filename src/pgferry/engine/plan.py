@@ -161,7 +161,10 @@ async def plan_source(conn: asyncpg.Connection, job: Job, ledger: LedgerEntry | 
             args.append(str(inc.initial))
             where.append(sql.at_least(inc.column, types[0], len(args)))
         plan.start = start
-    elif key and mode in ("append", "upsert") and not (part is not None and part.replace):
+    elif key and mode == "append" and not (part is not None and part.replace):
+        # A full append resumes after the last committed key. (A full upsert does not need
+        # to: redoing it rewrites nothing, and ordering by key would lose the source's order
+        # among versions of one key.)
         plan.position_kind = "progress"
         plan.position_columns = list(key)
         types = _require(columns, key, "as the key", job)

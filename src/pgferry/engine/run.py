@@ -22,7 +22,13 @@ import asyncpg
 from pgferry import schema
 from pgferry.connection import close_quietly, connect, is_transient_pg_error
 from pgferry.engine.load import Writer
-from pgferry.engine.pipeline import ProgressCallback, run_pipe, run_rows, sync_deletes
+from pgferry.engine.pipeline import (
+    ProgressCallback,
+    RowLevelPipeFailure,
+    run_pipe,
+    run_rows,
+    sync_deletes,
+)
 from pgferry.engine.plan import plan_source
 from pgferry.errors import PgferryError, Transient, TransientError
 from pgferry.result import RunResult
@@ -84,11 +90,18 @@ async def run_async(job: Job, *, on_progress: ProgressCallback | None = None) ->
             result.watermark_before = result.watermark_after = ledger.watermark[0]
         await store.start_run(control, result, partition)
         recorded = True
+        force_rows = False
         while True:
             attempts += 1
             try:
-                await _attempt(job, store, result, on_progress)
+                await _attempt(job, store, result, on_progress, force_rows=force_rows)
                 break
+            except RowLevelPipeFailure as exc:
+                if force_rows:
+                    raise
+                log.warning("job %s: %s; reading decoded rows instead, to name the bad row "
+                            "and set it aside within max_rejects", job.name, exc)  # fmt: skip
+                force_rows = True
             except Exception as exc:
                 err = _as_pgferry_error(exc, job)
                 if not isinstance(err, Transient) or attempts > job.max_retries:
@@ -135,10 +148,11 @@ async def _record(
 
 
 async def _attempt(
-    job: Job, store: StateStore, result: RunResult, on_progress: ProgressCallback | None
-) -> None:
+    job: Job, store: StateStore, result: RunResult, on_progress: ProgressCallback | None,
+    *, force_rows: bool = False,
+) -> None:  # fmt: skip
     """One attempt: fresh connections, plan from the ledger, move the rows, finish."""
-    row_path = job.transform is not None
+    row_path = job.transform is not None or force_rows
     src = tgt = None
     writer: Writer | None = None
     before = dataclasses.replace(result, stages=dict(result.stages))
