@@ -32,6 +32,7 @@ from pgferry.errors import (
     TransformError,
     Transient,
 )
+from pgferry.partitions import plan_partitions, plan_partitions_async
 from pgferry.result import RunResult, StageStats
 from pgferry.spec import Incremental, Job, Partition, Source, Target, load_job, mask_dsn
 
@@ -60,6 +61,8 @@ __all__ = [
     "batch_transform",
     "load_job",
     "mask_dsn",
+    "plan_partitions",
+    "plan_partitions_async",
     "run",
     "run_async",
 ]

@@ -253,7 +253,8 @@ class Partition(_Model):
     Attributes:
         name: Identifies the slice in the ledger and the run history.
         column: The source column that is sliced (and, for ``replace``, the target column).
-        lower: Inclusive lower bound (``None``: unbounded), as text or a number.
+        lower: Inclusive lower bound (``None``: unbounded; that range also holds the rows
+            where ``column`` is NULL), as text or a number.
         upper: Exclusive upper bound (``None``: unbounded).
         replace: Delete the slice from the target and load it again in one transaction, so
             that reloading a slice (a Dagster time window, say) is idempotent.

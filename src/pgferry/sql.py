@@ -322,13 +322,19 @@ def at_least_minus_interval(column: str, type_name: str, param: int) -> str:
 
 
 def range_filter(column: str, type_name: str, lower: int | None, upper: int | None) -> str:
-    """``lower <= "c" < upper`` with bound parameters (either side may be absent)."""
-    parts = []
-    if lower is not None:
-        parts.append(f"{quote_ident(column)} >= {typed_param(lower, type_name)}")
-    if upper is not None:
-        parts.append(f"{quote_ident(column)} < {typed_param(upper, type_name)}")
-    return " AND ".join(parts) or "true"
+    """``lower <= "c" < upper`` with bound parameters (either side may be absent).
+
+    A range with no lower bound also holds the rows where the column is NULL, so that a set
+    of ranges covering all values covers every row.
+    """
+    col = quote_ident(column)
+    low = f"{col} >= {typed_param(lower, type_name)}" if lower is not None else None
+    high = f"{col} < {typed_param(upper, type_name)}" if upper is not None else None
+    if low and high:
+        return f"{low} AND {high}"
+    if high:
+        return f"{high} OR {col} IS NULL"
+    return low or "true"
 
 
 def last_position(query: str, columns: Sequence[str]) -> str:
@@ -412,3 +418,22 @@ WHERE i.indrelid = $1::regclass AND i.indisunique AND i.indpred IS NULL
   AND i.indexprs IS NULL
 GROUP BY i.indexrelid
 """
+
+
+# --- Partition planning ---------------------------------------------------------------------------
+
+
+def min_max(base: str, column: str) -> str:
+    """``SELECT min(c), max(c) FROM (base)``."""
+    col = quote_ident(column)
+    return f"SELECT min({col}), max({col}) FROM ({base}) AS pgferry_src"
+
+
+def quantiles(base: str, column: str, *, sample: TableName | None = None) -> str:
+    """Values of ``column`` at the fractions bound as ``$1::float8[]``.
+
+    With ``sample``, read a 1 % block sample of that table instead of the whole source.
+    """
+    col = quote_ident(column)
+    source = f"{sample.sql} TABLESAMPLE SYSTEM (1)" if sample else f"({base}) AS pgferry_src"
+    return f"SELECT percentile_disc($1::float8[]) WITHIN GROUP (ORDER BY {col}) FROM {source}"
