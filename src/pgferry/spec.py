@@ -164,12 +164,16 @@ class Source(_Model):
         table: A table to read whole; or
         query: a query whose result is read.
         key: Columns that identify a row (used for ordering and partitioning).
+        params: Values for ``$1``, ``$2``… in ``query``, always bound, never formatted in.
+            Text is converted to the parameter's type (``'2024-01-01'`` for a
+            ``timestamptz``), so templated values from an orchestrator work as they are.
     """
 
     dsn: str | None = None
     table: TableField | None = None
     query: str | None = None
     key: KeyField = None
+    params: list[str | int | float | bool | None] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_of_table_or_query(self) -> Source:
@@ -181,6 +185,8 @@ class Source(_Model):
             if not query:
                 raise ValueError("'query' is empty")
             object.__setattr__(self, "query", query)
+        if self.params and self.query is None:
+            raise ValueError("'params' go with a 'query'")
         return self
 
 

@@ -22,12 +22,17 @@ def load_workload(dsn: str, rows: int) -> None:
         execute(dsn, statement)
 
 
-def pgferry(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None
-            ) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def pgferry(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*PGFERRY, *args], capture_output=True, text=True, timeout=120,
-        env={**os.environ, **(env or {})}, cwd=cwd,
-    )  # fmt: skip
+        [*PGFERRY, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+    )
 
 
 def test_run_job_file_with_env_and_json(dbs: Databases, tmp_path: Path) -> None:
@@ -45,8 +50,14 @@ def test_run_job_file_with_env_and_json(dbs: Databases, tmp_path: Path) -> None:
         "transform: people_transform:split\n"
         "batch_size: 300\n"
     )
-    proc = pgferry("run", str(job), "--json", "--set", "workers=0",
-                   env={"SRC_DSN": dbs.source, "TGT_DSN": dbs.target})  # fmt: skip
+    proc = pgferry(
+        "run",
+        str(job),
+        "--json",
+        "--set",
+        "workers=0",
+        env={"SRC_DSN": dbs.source, "TGT_DSN": dbs.target},
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)  # exactly one JSON object, nothing else
     assert result["status"] == "success"
@@ -54,16 +65,28 @@ def test_run_job_file_with_env_and_json(dbs: Databases, tmp_path: Path) -> None:
     assert result["rows_written"] == 1_000
     assert result["batches"] == 4
     assert set(result["stages"]) == {"extract", "transform", "load"}
-    expected = fetchval(dbs.source, "SELECT count(DISTINCT substr(name, strpos(name, ' ') + 1)) "
-                        "FROM bench_src")  # fmt: skip
+    expected = fetchval(
+        dbs.source, "SELECT count(DISTINCT substr(name, strpos(name, ' ') + 1)) FROM bench_src"
+    )
     assert fetchval(dbs.target, "SELECT count(DISTINCT last_name) FROM people") == expected
 
 
 def test_run_inline_options(dbs: Databases) -> None:
     load_workload(dbs.source, 100)
-    proc = pgferry("run", "--source-dsn", dbs.source, "--source-table", "bench_src",
-                   "--target-dsn", dbs.target, "--target-table", "copy", "--mode", "replace",
-                   "--quiet")  # fmt: skip
+    proc = pgferry(
+        "run",
+        "--source-dsn",
+        dbs.source,
+        "--source-table",
+        "bench_src",
+        "--target-dsn",
+        dbs.target,
+        "--target-table",
+        "copy",
+        "--mode",
+        "replace",
+        "--quiet",
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ""
     assert fetchval(dbs.target, "SELECT count(*) FROM copy") == 100
@@ -71,8 +94,17 @@ def test_run_inline_options(dbs: Databases) -> None:
 
 def test_summary_table_without_json(dbs: Databases) -> None:
     load_workload(dbs.source, 10)
-    proc = pgferry("run", "--source-dsn", dbs.source, "--source-table", "bench_src",
-                   "--target-dsn", dbs.target, "--target-table", "copy")  # fmt: skip
+    proc = pgferry(
+        "run",
+        "--source-dsn",
+        dbs.source,
+        "--source-table",
+        "bench_src",
+        "--target-dsn",
+        dbs.target,
+        "--target-table",
+        "copy",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "rows written" in proc.stdout
     assert "success" in proc.stdout
@@ -105,21 +137,51 @@ def test_missing_env_var_and_missing_file(tmp_path: Path) -> None:
 
 
 def test_failed_run_exits_1_with_clear_message(dbs: Databases) -> None:
-    proc = pgferry("run", "--source-dsn", dbs.source, "--source-table", "missing_table",
-                   "--target-dsn", dbs.target, "--target-table", "copy")  # fmt: skip
+    proc = pgferry(
+        "run",
+        "--source-dsn",
+        dbs.source,
+        "--source-table",
+        "missing_table",
+        "--target-dsn",
+        dbs.target,
+        "--target-table",
+        "copy",
+    )
     assert proc.returncode == 1
     assert "source table missing_table does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr
-    debug = pgferry("run", "--source-dsn", dbs.source, "--source-table", "missing_table",
-                    "--target-dsn", dbs.target, "--target-table", "copy", "--debug")  # fmt: skip
+    debug = pgferry(
+        "run",
+        "--source-dsn",
+        dbs.source,
+        "--source-table",
+        "missing_table",
+        "--target-dsn",
+        dbs.target,
+        "--target-table",
+        "copy",
+        "--debug",
+    )
     assert debug.returncode == 1
     assert "Traceback" in debug.stderr
 
 
 def test_password_never_printed(dbs: Databases) -> None:
     dsn = dbs.source.replace("postgres@", "postgres:hunter2@")
-    proc = pgferry("run", "--source-dsn", dsn, "--source-table", "missing_table",
-                   "--target-dsn", dsn, "--target-table", "copy", "--json", "--debug")  # fmt: skip
+    proc = pgferry(
+        "run",
+        "--source-dsn",
+        dsn,
+        "--source-table",
+        "missing_table",
+        "--target-dsn",
+        dsn,
+        "--target-table",
+        "copy",
+        "--json",
+        "--debug",
+    )
     assert proc.returncode == 1
     assert "hunter2" not in proc.stdout + proc.stderr
 
@@ -129,12 +191,30 @@ def test_progress_bar_on_a_terminal(dbs: Databases) -> None:
     primary, secondary = pty.openpty()
     try:
         proc = subprocess.run(
-            [*PGFERRY, "run", "--source-dsn", dbs.source, "--source-table", "bench_src",
-             "--target-dsn", dbs.target, "--target-table", "copy", "--transform",
-             "pgferry.demo:split_name", "--batch-size", "500", "--workers", "0"],
-            stdout=subprocess.PIPE, stderr=secondary, text=True, timeout=120,
+            [
+                *PGFERRY,
+                "run",
+                "--source-dsn",
+                dbs.source,
+                "--source-table",
+                "bench_src",
+                "--target-dsn",
+                dbs.target,
+                "--target-table",
+                "copy",
+                "--transform",
+                "pgferry.demo:split_name",
+                "--batch-size",
+                "500",
+                "--workers",
+                "0",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=secondary,
+            text=True,
+            timeout=120,
             env={**os.environ, "COLUMNS": "160"},
-        )  # fmt: skip
+        )
         os.close(secondary)
         secondary = -1
         chunks = []
@@ -163,11 +243,14 @@ def test_ctrl_c_stops_cleanly(dbs: Databases, tmp_path: Path) -> None:
     )
     job = tmp_path / "job.yaml"
     # With a key, every batch commits with its progress: some are in when Ctrl-C arrives.
-    job.write_text(f"source: {{dsn: '{dbs.source}', table: bench_src, key: id}}\n"
-                   f"target: {{dsn: '{dbs.target}', table: copy}}\n"
-                   "transform: slow:slow\nbatch_size: 1000\nworkers: 0\n")  # fmt: skip
-    proc = subprocess.Popen([*PGFERRY, "run", str(job), "--quiet"], stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    job.write_text(
+        f"source: {{dsn: '{dbs.source}', table: bench_src, key: id}}\n"
+        f"target: {{dsn: '{dbs.target}', table: copy}}\n"
+        "transform: slow:slow\nbatch_size: 1000\nworkers: 0\n"
+    )
+    proc = subprocess.Popen(
+        [*PGFERRY, "run", str(job), "--quiet"], stderr=subprocess.PIPE, text=True
+    )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if fetchval(dbs.target, "SELECT to_regclass('copy') IS NOT NULL") and fetchval(
@@ -183,8 +266,9 @@ def test_ctrl_c_stops_cleanly(dbs: Databases, tmp_path: Path) -> None:
     written = fetchval(dbs.target, "SELECT count(*) FROM copy")
     assert 0 < written < 50_000
     assert written % 1000 == 0
-    left = fetchval(dbs.target, "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE application_name LIKE 'pgferry:%'")  # fmt: skip
+    left = fetchval(
+        dbs.target, "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'pgferry:%'"
+    )
     assert left == 0
 
 

@@ -55,8 +55,13 @@ def test_standard_transform_matches_sql(dbs: Databases, batch_size: int, workers
     rows = 300 if batch_size == 1 else 2_000
     load_workload(dbs.source, rows)
     # Same database for source and target so that EXCEPT can compare them in SQL.
-    j = job(dbs, target={"dsn": dbs.source}, transform="ferry_transforms:split_name",
-            batch_size=batch_size, workers=workers)  # fmt: skip
+    j = job(
+        dbs,
+        target={"dsn": dbs.source},
+        transform="ferry_transforms:split_name",
+        batch_size=batch_size,
+        workers=workers,
+    )
     result = pgferry.run(j)
     assert result.status == "success"
     assert result.path == "rows"
@@ -70,16 +75,22 @@ def test_standard_transform_matches_sql(dbs: Databases, batch_size: int, workers
 
 def test_batch_transform_matches_sql(dbs: Databases) -> None:
     load_workload(dbs.source, 3_000)
-    j = job(dbs, target={"dsn": dbs.source}, transform="ferry_transforms:split_name_batch",
-            batch_size=1_000, workers=0)  # fmt: skip
+    j = job(
+        dbs,
+        target={"dsn": dbs.source},
+        transform="ferry_transforms:split_name_batch",
+        batch_size=1_000,
+        workers=0,
+    )
     assert pgferry.run(j).rows_written == 3_000
     assert differences(dbs.source) == 0
 
 
 def test_python_callable_transform_runs_inline(dbs: Databases) -> None:
     load_workload(dbs.source, 500)
-    j = job(dbs, target={"dsn": dbs.source, "table": "copy"}, transform=lambda r: dict(r),
-            workers=2)  # fmt: skip
+    j = job(
+        dbs, target={"dsn": dbs.source, "table": "copy"}, transform=lambda r: dict(r), workers=2
+    )
     result = pgferry.run(j)
     # A lambda cannot be imported by a worker process: pgferry runs it inline instead.
     assert result.workers == 0
@@ -106,7 +117,11 @@ def test_pipe_with_query_and_existing_wider_target(dbs: Databases) -> None:
     j = job(dbs, source={"table": None, "query": "SELECT id, age FROM bench_src WHERE id <= 10;"})
     result = pgferry.run(j)
     assert result.rows_written == 10
-    assert fetch(dbs.target, "SELECT count(*), sum(age), min(extra) FROM people")[0] == (10, 18 * 10 + 55, "x")  # noqa: E501
+    assert fetch(dbs.target, "SELECT count(*), sum(age), min(extra) FROM people")[0] == (
+        10,
+        18 * 10 + 55,
+        "x",
+    )
 
 
 def test_empty_source(dbs: Databases) -> None:
@@ -121,18 +136,25 @@ def test_empty_source(dbs: Databases) -> None:
 
 def test_transform_drops_and_fans_out(dbs: Databases) -> None:
     load_workload(dbs.source, 1_000)
-    r1 = pgferry.run(job(dbs, transform="ferry_transforms:drop_odd", batch_size=100,
-                         target={"table": "evens"}))  # fmt: skip
+    r1 = pgferry.run(
+        job(dbs, transform="ferry_transforms:drop_odd", batch_size=100, target={"table": "evens"})
+    )
     assert (r1.rows_read, r1.rows_written) == (1_000, 500)
     assert fetchval(dbs.target, "SELECT count(*) FILTER (WHERE id % 2 = 1) FROM evens") == 0
-    r2 = pgferry.run(job(dbs, transform="ferry_transforms:fan_out", batch_size=64,
-                         target={"table": "doubled"}))  # fmt: skip
+    r2 = pgferry.run(
+        job(dbs, transform="ferry_transforms:fan_out", batch_size=64, target={"table": "doubled"})
+    )
     assert (r2.rows_read, r2.rows_written) == (1_000, 2_000)
-    rows = fetch(dbs.target, "SELECT copy, count(*), count(DISTINCT id) FROM doubled GROUP BY 1 ORDER BY 1")  # noqa: E501
+    rows = fetch(
+        dbs.target, "SELECT copy, count(*), count(DISTINCT id) FROM doubled GROUP BY 1 ORDER BY 1"
+    )
     assert [tuple(r) for r in rows] == [(1, 1_000, 1_000), (2, 1_000, 1_000)]
-    types = fetch(dbs.target, "SELECT attname, format_type(atttypid, atttypmod) "
-                  "FROM pg_attribute WHERE attrelid = 'doubled'::regclass AND attnum > 0 "
-                  "ORDER BY attnum")  # fmt: skip
+    types = fetch(
+        dbs.target,
+        "SELECT attname, format_type(atttypid, atttypmod) "
+        "FROM pg_attribute WHERE attrelid = 'doubled'::regclass AND attnum > 0 "
+        "ORDER BY attnum",
+    )
     assert [tuple(t) for t in types] == [("id", "bigint"), ("copy", "bigint"), ("name", "text")]
 
 
@@ -152,10 +174,16 @@ def test_hostile_identifiers(dbs: Databases, transform: str | None) -> None:
     for dsn in (dbs.source, dbs.target):
         execute(dsn, "CREATE TABLE y (a int)")
     execute(dbs.source, 'CREATE SCHEMA "Mixed ""Case""; --"')
-    execute(dbs.source, 'CREATE TABLE "Mixed ""Case""; --"."x""; DROP TABLE y; --" '
-                        '("we""ird; --" int, "Col A" text, "select" int)')  # fmt: skip
-    execute(dbs.source, 'INSERT INTO "Mixed ""Case""; --"."x""; DROP TABLE y; --" '
-                        "SELECT g, 'v' || g, g FROM generate_series(1, 50) g")  # fmt: skip
+    execute(
+        dbs.source,
+        'CREATE TABLE "Mixed ""Case""; --"."x""; DROP TABLE y; --" '
+        '("we""ird; --" int, "Col A" text, "select" int)',
+    )
+    execute(
+        dbs.source,
+        'INSERT INTO "Mixed ""Case""; --"."x""; DROP TABLE y; --" '
+        "SELECT g, 'v' || g, g FROM generate_series(1, 50) g",
+    )
     execute(dbs.target, 'CREATE SCHEMA "Mixed ""Case""; --"')
     j = pgferry.Job(
         source={"dsn": dbs.source, "table": [HOSTILE_SCHEMA, HOSTILE_TABLE]},
@@ -164,15 +192,22 @@ def test_hostile_identifiers(dbs: Databases, transform: str | None) -> None:
         batch_size=7,
     )
     assert pgferry.run(j).rows_written == 50
-    assert fetchval(dbs.target, 'SELECT sum("we""ird; --") FROM '
-                    '"Mixed ""Case""; --"."x""; DROP TABLE y; --"') == 1275  # fmt: skip
+    assert (
+        fetchval(
+            dbs.target,
+            'SELECT sum("we""ird; --") FROM "Mixed ""Case""; --"."x""; DROP TABLE y; --"',
+        )
+        == 1275
+    )
     for dsn in (dbs.source, dbs.target):
         assert fetchval(dsn, "SELECT to_regclass('y') IS NOT NULL")
 
 
 def test_replace_keeps_indexes_grants_comments_views(dbs: Databases) -> None:
     load_workload(dbs.source, 200)
-    execute(dbs.target, """
+    execute(
+        dbs.target,
+        """
         CREATE TABLE people (id bigint PRIMARY KEY, first_name text, last_name text, age int,
             email text UNIQUE, created_at timestamptz NOT NULL, score double precision,
             payload jsonb, CHECK (age > 0));
@@ -183,29 +218,44 @@ def test_replace_keeps_indexes_grants_comments_views(dbs: Databases) -> None:
         GRANT SELECT ON people TO pgferry_reader_test;
         CREATE VIEW adults AS SELECT id, first_name FROM people WHERE age >= 18;
         INSERT INTO people (id, created_at, age) VALUES (-1, now(), 5);
-    """)  # fmt: skip
+    """,
+    )
     try:
-        before = fetch(dbs.target, "SELECT indexrelid::regclass::text FROM pg_index "
-                       "WHERE indrelid = 'people'::regclass ORDER BY 1")  # fmt: skip
+        before = fetch(
+            dbs.target,
+            "SELECT indexrelid::regclass::text FROM pg_index "
+            "WHERE indrelid = 'people'::regclass ORDER BY 1",
+        )
         j = job(dbs, transform="ferry_transforms:split_name", target={"mode": "replace"})
         result = pgferry.run(j)
         assert result.rows_written == 200
         assert fetchval(dbs.target, "SELECT count(*) FROM people") == 200
         assert fetchval(dbs.target, "SELECT count(*) FROM people WHERE id = -1") == 0
-        after = fetch(dbs.target, "SELECT indexrelid::regclass::text FROM pg_index "
-                      "WHERE indrelid = 'people'::regclass ORDER BY 1")  # fmt: skip
+        after = fetch(
+            dbs.target,
+            "SELECT indexrelid::regclass::text FROM pg_index "
+            "WHERE indrelid = 'people'::regclass ORDER BY 1",
+        )
         assert after == before
-        assert fetchval(dbs.target, "SELECT obj_description('people'::regclass, 'pg_class')") \
+        assert (
+            fetchval(dbs.target, "SELECT obj_description('people'::regclass, 'pg_class')")
             == "the people; it's a table"
+        )
         assert fetchval(dbs.target, "SELECT col_description('people'::regclass, 4)") == "in years"
-        assert fetchval(dbs.target, "SELECT has_table_privilege('pgferry_reader_test', "
-                        "'people', 'SELECT')")  # fmt: skip
+        assert fetchval(
+            dbs.target, "SELECT has_table_privilege('pgferry_reader_test', 'people', 'SELECT')"
+        )
         assert fetchval(dbs.target, "SELECT count(*) FROM adults") == 200
-        leftovers = fetchval(dbs.target, "SELECT count(*) FROM pg_class WHERE relname LIKE '_pgferry%'")  # noqa: E501
+        leftovers = fetchval(
+            dbs.target, "SELECT count(*) FROM pg_class WHERE relname LIKE '_pgferry%'"
+        )
         assert leftovers == 0
     finally:
-        execute(dbs.target, "DROP VIEW IF EXISTS adults; DROP TABLE IF EXISTS people; "
-                "DROP ROLE IF EXISTS pgferry_reader_test")  # fmt: skip
+        execute(
+            dbs.target,
+            "DROP VIEW IF EXISTS adults; DROP TABLE IF EXISTS people; "
+            "DROP ROLE IF EXISTS pgferry_reader_test",
+        )
 
 
 def test_replace_is_atomic_for_concurrent_readers(dbs: Databases) -> None:
@@ -237,8 +287,9 @@ def test_replace_is_atomic_for_concurrent_readers(dbs: Databases) -> None:
     thread = threading.Thread(target=reader)
     thread.start()
     try:
-        j = job(dbs, transform="ferry_transforms:split_name", target={"mode": "replace"},
-                batch_size=500)  # fmt: skip
+        j = job(
+            dbs, transform="ferry_transforms:split_name", target={"mode": "replace"}, batch_size=500
+        )
         assert pgferry.run(j).rows_written == 20_000
         time.sleep(0.2)
     finally:
@@ -292,8 +343,9 @@ def test_unresponsive_host_fails_within_the_connect_timeout() -> None:
     port = listener.getsockname()[1]
     try:
         dsn = f"postgresql://u@127.0.0.1:{port}/db"
-        j = pgferry.Job(source={"dsn": dsn, "table": "t"}, target={"dsn": dsn, "table": "t"},
-                        connect_timeout=1)  # fmt: skip
+        j = pgferry.Job(
+            source={"dsn": dsn, "table": "t"}, target={"dsn": dsn, "table": "t"}, connect_timeout=1
+        )
         start = time.monotonic()
         with pytest.raises(ConnectError, match="no answer within 1 s"):
             pgferry.run(j)
@@ -317,8 +369,7 @@ def test_transform_import_errors(dbs: Databases) -> None:
 def test_transform_raising_names_batch_and_row(dbs: Databases, workers: int) -> None:
     load_workload(dbs.source, 20)
     with pytest.raises(TransformError) as info:
-        pgferry.run(job(dbs, transform="ferry_transforms:fail_on_7", batch_size=5,
-                        workers=workers))  # fmt: skip
+        pgferry.run(job(dbs, transform="ferry_transforms:fail_on_7", batch_size=5, workers=workers))
     text = str(info.value)
     assert "seven is not allowed" in text
     assert "id=7" in text
@@ -330,8 +381,11 @@ def test_transform_raising_names_batch_and_row(dbs: Databases, workers: int) -> 
 
 def test_incompatible_existing_column_fails_before_any_row(dbs: Databases) -> None:
     load_workload(dbs.source, 10)
-    execute(dbs.target, "CREATE TABLE people (id bigint, name int, age int, email text, "
-            "created_at timestamptz, score float8, payload jsonb)")  # fmt: skip
+    execute(
+        dbs.target,
+        "CREATE TABLE people (id bigint, name int, age int, email text, "
+        "created_at timestamptz, score float8, payload jsonb)",
+    )
     for transform in (None, "ferry_transforms:identity"):
         with pytest.raises(SchemaError) as info:
             pgferry.run(job(dbs, transform=transform))
@@ -349,8 +403,11 @@ def test_missing_column_in_existing_target(dbs: Databases) -> None:
 
 def test_target_refusing_a_value_names_column_and_batch(dbs: Databases) -> None:
     load_workload(dbs.source, 30)
-    execute(dbs.target, "CREATE TABLE people (id bigint, name varchar(3), age int, email text, "
-            "created_at timestamptz, score float8, payload jsonb)")  # fmt: skip
+    execute(
+        dbs.target,
+        "CREATE TABLE people (id bigint, name varchar(3), age int, email text, "
+        "created_at timestamptz, score float8, payload jsonb)",
+    )
     with pytest.raises(pgferry.LoadError) as info:
         pgferry.run(job(dbs, transform="ferry_transforms:identity", batch_size=10))
     assert info.value.column == "name"
@@ -397,8 +454,11 @@ async def test_cancellation_closes_connections_and_commits_whole_batches(
 
 def test_value_of_the_wrong_python_type_names_column_and_row(dbs: Databases) -> None:
     load_workload(dbs.source, 30)
-    execute(dbs.target, "CREATE TABLE people (id bigint, name text, age int, email text, "
-            "created_at timestamptz, score float8, payload jsonb)")  # fmt: skip
+    execute(
+        dbs.target,
+        "CREATE TABLE people (id bigint, name text, age int, email text, "
+        "created_at timestamptz, score float8, payload jsonb)",
+    )
     with pytest.raises(pgferry.LoadError) as info:
         pgferry.run(job(dbs, transform="ferry_transforms:age_as_text", batch_size=10))
     assert info.value.column == "age"
@@ -418,11 +478,14 @@ def _run_in_daemon(source: str, queue: object) -> None:
             records.append(record.getMessage())
 
     logging.getLogger("pgferry").addHandler(Keep())
-    j = pgferry.Job.from_dict({
-        "source": {"dsn": source, "table": "bench_src"},
-        "target": {"dsn": source, "table": "people"},
-        "transform": "ferry_transforms:split_name", "workers": 2,
-    })  # fmt: skip
+    j = pgferry.Job.from_dict(
+        {
+            "source": {"dsn": source, "table": "bench_src"},
+            "target": {"dsn": source, "table": "people"},
+            "transform": "ferry_transforms:split_name",
+            "workers": 2,
+        }
+    )
     result = pgferry.run(j)
     queue.put((result.workers, result.rows_written, records))  # type: ignore[attr-defined]
 

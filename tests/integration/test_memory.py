@@ -33,8 +33,11 @@ print(json.dumps({"rows": result.rows_written, "peak_mib": peak_kib / 1024}))
 def peak_rss(dbs: Databases, table: str, transform: str) -> tuple[int, float]:
     proc = subprocess.run(
         [sys.executable, "-c", CHILD, dbs.source, dbs.target, table, transform],
-        capture_output=True, text=True, timeout=300, check=True,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
     out = json.loads(proc.stdout)
     return out["rows"], out["peak_mib"]
 

@@ -234,7 +234,8 @@ async def sync_deletes(
 
     async with tgt.transaction():
         await tgt.execute(f"DROP TABLE IF EXISTS pg_temp.{sql.quote_ident(keys_table)}")
-        seen = await pipe(src, select, (), depth=job.queue_depth, job=job, write=write)
+        seen = await pipe(src, select, plan.base_args, depth=job.queue_depth, job=job,
+                          write=write)  # fmt: skip
         status = await tgt.execute(sql.delete_missing_keys(writer.table, keys_table, key))
         await tgt.execute(f"DROP TABLE pg_temp.{sql.quote_ident(keys_table)}")
     result.rows_deleted = int(status.split()[-1])

@@ -42,6 +42,7 @@ class SourcePlan:
         start: The position the run starts after, as text, if any.
         base: The source query before position filtering and ordering.
         unordered: ``query`` without its ORDER BY (the binary pipe reads in one go).
+        base_args: The parameters of ``base`` (the source query's own).
     """
 
     query: str
@@ -54,6 +55,7 @@ class SourcePlan:
     start: list[str] | None = None
     base: str = ""
     unordered: str = ""
+    base_args: list[Any] = field(default_factory=list)
 
     @property
     def position_index(self) -> list[int]:
@@ -105,6 +107,52 @@ async def describe_source(
     return base, columns, estimate
 
 
+_PARSERS: dict[str, Any] = {
+    "timestamptz": dt.datetime.fromisoformat,
+    "timestamp": dt.datetime.fromisoformat,
+    "date": dt.date.fromisoformat,
+    "time": dt.time.fromisoformat,
+    "int2": int,
+    "int4": int,
+    "int8": int,
+    "numeric": decimal.Decimal,
+    "float4": float,
+    "float8": float,
+    "bool": lambda v: v.strip().lower() in ("t", "true", "1", "yes", "on"),
+}
+
+
+async def coerce_params(conn: asyncpg.Connection, job: Job) -> list[Any]:
+    """The source query's parameters, text converted to the types the server expects."""
+    assert job.source.query is not None
+    try:
+        stmt = await conn.prepare(job.source.query)
+    except asyncpg.PostgresError as exc:
+        raise SchemaError(
+            f"the source query is not valid: {type(exc).__name__}: {exc}", job=job.name
+        ) from exc
+    types = [t.name for t in stmt.get_parameters()]
+    if len(types) != len(job.source.params):
+        raise SchemaError(
+            f"the source query takes {len(types)} parameters but source.params has "
+            f"{len(job.source.params)}",
+            job=job.name,
+        )
+    out: list[Any] = []
+    for i, (value, type_name) in enumerate(zip(job.source.params, types, strict=True), 1):
+        parse = _PARSERS.get(type_name)
+        if isinstance(value, str) and parse is not None:
+            try:
+                value = parse(value)
+            except ValueError as exc:
+                raise SchemaError(
+                    f"source.params[{i - 1}] = {value!r} is not a valid {type_name} for ${i}",
+                    job=job.name,
+                ) from exc
+        out.append(value)
+    return out
+
+
 def _require(columns: Sequence[Column], names: Sequence[str], why: str, job: Job) -> list[str]:
     types = {c.name: c.type for c in columns}
     missing = [n for n in names if n not in types]
@@ -123,7 +171,7 @@ async def plan_source(conn: asyncpg.Connection, job: Job, ledger: LedgerEntry | 
     names = [c.name for c in columns]
     inc, part, mode = job.incremental, job.partition, job.target.mode
     where: list[str] = []
-    args: list[Any] = []
+    args: list[Any] = await coerce_params(conn, job) if job.source.params else []
 
     if part is not None:
         (ptype,) = _require(columns, [part.column], "by the partition", job)
@@ -136,7 +184,8 @@ async def plan_source(conn: asyncpg.Connection, job: Job, ledger: LedgerEntry | 
             upper = len(args)
         where.append(sql.range_filter(part.column, ptype, lower, upper))
 
-    plan = SourcePlan(query="", args=args, columns=columns, estimate=estimate, base=base)
+    plan = SourcePlan(query="", args=args, columns=columns, estimate=estimate, base=base,
+                      base_args=list(args))  # fmt: skip
     key = job.read_key or []
     if inc is not None:
         plan.position_kind = "watermark"
