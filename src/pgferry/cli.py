@@ -173,8 +173,14 @@ def main() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the RunResult as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 @click.option("--debug", is_flag=True, help="Debug logging and tracebacks.")
-def run(job_file: Path | None, sets: tuple[str, ...], as_json: bool, quiet: bool, debug: bool,
-        **inline: Any) -> None:  # fmt: skip
+def run(
+    job_file: Path | None,
+    sets: tuple[str, ...],
+    as_json: bool,
+    quiet: bool,
+    debug: bool,
+    **inline: Any,
+) -> None:
     """Run a job from JOB_FILE (YAML or TOML), or from the options given inline."""
     _configure_logging(debug)
     try:
@@ -186,8 +192,11 @@ def run(job_file: Path | None, sets: tuple[str, ...], as_json: bool, quiet: bool
         with progress_reporter(show and err_console.is_terminal, job.name) as callback:
             result = pgferry.run(job, on_progress=callback)
     except KeyboardInterrupt:
-        _fail("interrupted; every committed batch is kept, nothing is half-written", 130,
-              as_json=as_json)  # fmt: skip
+        _fail(
+            "interrupted; every committed batch is kept, nothing is half-written",
+            130,
+            as_json=as_json,
+        )
     except PgferryError as exc:
         if debug:
             traceback.print_exc()
@@ -238,8 +247,152 @@ def _build_job(job_file: Path | None, sets: tuple[str, ...], inline: dict[str, A
 
 
 @main.command()
-@click.option("--rows", default=1_000_000, show_default=True, type=click.IntRange(0),
-              help="Rows in the demo source table.")  # fmt: skip
+@click.argument("job_file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-n", "count", type=click.IntRange(1), required=True, help="Number of ranges.")
+@click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="Override a job key.")
+@click.option("--json", "as_json", is_flag=True, help="Print the partitions as JSON.")
+def plan(job_file: Path, count: int, sets: tuple[str, ...], as_json: bool) -> None:
+    """Split the source of JOB_FILE into N key ranges (partitions)."""
+    _configure_logging(False)
+    try:
+        job = load_job(job_file, parse_overrides(sets))
+        parts = pgferry.plan_partitions(job, count)
+    except ConfigError as exc:
+        _fail(str(exc), 2, as_json=as_json)
+    except PgferryError as exc:
+        _fail(str(exc), 1, as_json=as_json)
+    if as_json:
+        click.echo(json.dumps([p.model_dump(mode="json") for p in parts]))
+        return
+    table = Table(title=f"{len(parts)} partitions of {job.name}")
+    for name in ("name", "column", "lower", "upper"):
+        table.add_column(name)
+    for p in parts:
+        table.add_row(p.name, p.column, _show(p.lower), _show(p.upper))
+    out_console.print(table)
+
+
+def _show(value: Any) -> str:
+    return "(open)" if value is None else str(value)
+
+
+def _state_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    fn = click.option(
+        "--target-dsn",
+        envvar="PGFERRY_TARGET_DSN",
+        required=True,
+        help="The target database holding the state (or $PGFERRY_TARGET_DSN).",
+    )(fn)
+    fn = click.option(
+        "--state-schema",
+        default="pgferry",
+        show_default=True,
+        help="Schema of the ledger and runs tables.",
+    )(fn)
+    return fn
+
+
+@main.command()
+@_state_options
+@click.option("--job", "job_name", help="Only this job.")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(1))
+@click.option("--json", "as_json", is_flag=True, help="Print the runs as JSON.")
+def status(
+    target_dsn: str, state_schema: str, job_name: str | None, limit: int, as_json: bool
+) -> None:
+    """Show recent runs recorded in the target database."""
+    _configure_logging(False)
+    try:
+        runs = asyncio.run(_recent_runs(target_dsn, state_schema, job_name, limit))
+    except PgferryError as exc:
+        _fail(str(exc), 1, as_json=as_json)
+    if as_json:
+        click.echo(json.dumps(runs, default=str))
+        return
+    table = Table(title="pgferry runs, newest first")
+    for name in (
+        "started",
+        "job",
+        "partition",
+        "status",
+        "read",
+        "written",
+        "rejected",
+        "watermark after",
+        "error",
+    ):
+        table.add_column(name)
+    for run in runs:
+        table.add_row(
+            str(run["started_at"])[:19],
+            run["job"],
+            run["partition"],
+            run["status"],
+            f"{run['rows_read']:,}",
+            f"{run['rows_written']:,}",
+            f"{run['rows_rejected']:,}",
+            str(run["watermark_after"] or ""),
+            (run["error"] or "")[:80],
+        )
+    out_console.print(table)
+
+
+async def _recent_runs(dsn: str, schema: str, job: str | None, limit: int) -> list[dict[str, Any]]:
+    from pgferry.connection import close_quietly, connect
+    from pgferry.state import StateStore
+
+    conn = await connect(dsn, role="target", job=job or "status", timeout=10)
+    try:
+        return await StateStore(schema).recent_runs(conn, job, limit)
+    finally:
+        await close_quietly(conn)
+
+
+@main.command()
+@_state_options
+@click.option("--job", "job_name", required=True, help="The job whose ledger to clear.")
+@click.option("--partition", default=None, help="Only this partition (default: all).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def reset(
+    target_dsn: str, state_schema: str, job_name: str, partition: str | None, yes: bool
+) -> None:
+    """Forget a job's watermark and progress: its next run starts from the beginning."""
+    _configure_logging(False)
+    what = f"job {job_name!r}" + (f" partition {partition!r}" if partition is not None else "")
+    if not yes and not click.confirm(
+        f"Clear the ledger of {what}? Its next run reads the source from the start", err=True
+    ):
+        _fail("not confirmed; nothing changed", 1, as_json=False)
+    try:
+        removed = asyncio.run(_reset(target_dsn, state_schema, job_name, partition))
+    except PgferryError as exc:
+        _fail(str(exc), 1, as_json=False)
+    err_console.print(f"cleared {removed} ledger entr{'y' if removed == 1 else 'ies'} of {what}")
+
+
+async def _reset(dsn: str, schema: str, job: str, partition: str | None) -> int:
+    from pgferry.connection import close_quietly, connect
+    from pgferry.state import StateStore
+
+    conn = await connect(dsn, role="target", job=job, timeout=10)
+    try:
+        store = StateStore(schema)
+        await store.ensure(conn)
+        # Wait for a run in progress rather than pulling its ledger away under it.
+        await store.lock(conn, job, partition or "", 60)
+        return await store.reset(conn, job, partition)
+    finally:
+        await close_quietly(conn)
+
+
+@main.command()
+@click.option(
+    "--rows",
+    default=1_000_000,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Rows in the demo source table.",
+)
 @click.option("--workers", default="auto", show_default=True, help="0, N or auto.")
 @click.option("--batch-size", type=int, default=None, help="Rows per batch.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")

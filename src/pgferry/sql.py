@@ -237,8 +237,15 @@ def lock_table(table: TableName) -> str:
 def grant(table: TableName, privilege: str, grantee: str | None, with_grant: bool) -> str:
     """``GRANT privilege ON table TO grantee``; ``grantee=None`` means PUBLIC."""
     allowed = {
-        "SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "MAINTAIN",
-    }  # fmt: skip
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "TRUNCATE",
+        "REFERENCES",
+        "TRIGGER",
+        "MAINTAIN",
+    }
     if privilege not in allowed:
         raise ConfigError(f"unexpected privilege {privilege!r}")
     who = "PUBLIC" if grantee is None else quote_ident(grantee)
@@ -389,8 +396,9 @@ def create_unique_index(table: TableName, key: Sequence[str]) -> str:
     return f"CREATE UNIQUE INDEX ON {table.sql} ({quote_columns(key)})"
 
 
-def delete_range(table: TableName, column: str, type_name: str, lower: int | None,
-                 upper: int | None) -> str:  # fmt: skip
+def delete_range(
+    table: TableName, column: str, type_name: str, lower: int | None, upper: int | None
+) -> str:
     """``DELETE FROM t WHERE lower <= c < upper`` (a partition being reloaded)."""
     return f"DELETE FROM {table.sql} WHERE {range_filter(column, type_name, lower, upper)}"
 

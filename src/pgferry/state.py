@@ -135,8 +135,10 @@ class StateStore:
         """Create the state schema if needed and check its version."""
         async with conn.transaction():
             # Serialise concurrent first runs: CREATE … IF NOT EXISTS can still collide.
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                               f"pgferry-state:{self.schema}")  # fmt: skip
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                f"pgferry-state:{self.schema}",
+            )
             exists = await conn.fetchval(
                 "SELECT to_regclass($1) IS NOT NULL", self._sql("{s}.meta")
             )
@@ -178,11 +180,13 @@ class StateStore:
         got = await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", name)
         if got:
             return
-        log.warning("job %s partition %r: another run is active, waiting up to %g s",
-                    job, partition, wait)  # fmt: skip
+        log.warning(
+            "job %s partition %r: another run is active, waiting up to %g s", job, partition, wait
+        )
         try:
-            await conn.execute("SELECT set_config('lock_timeout', $1, false)",
-                               f"{max(1, int(wait * 1000))}ms")  # fmt: skip
+            await conn.execute(
+                "SELECT set_config('lock_timeout', $1, false)", f"{max(1, int(wait * 1000))}ms"
+            )
             await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", name)
         except asyncpg.LockNotAvailableError as exc:
             raise ConcurrentRunError(
@@ -197,8 +201,9 @@ class StateStore:
 
     async def unlock(self, conn: asyncpg.Connection, job: str, partition: str) -> None:
         """Release the advisory lock (closing the connection releases it too)."""
-        await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))",
-                           self.lock_name(job, partition))  # fmt: skip
+        await conn.execute(
+            "SELECT pg_advisory_unlock(hashtextextended($1, 0))", self.lock_name(job, partition)
+        )
 
     # --- Ledger ----------------------------------------------------------------------------
 

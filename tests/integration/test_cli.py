@@ -277,3 +277,46 @@ def test_demo_small(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "identical" in proc.stdout
     assert "5,000" in proc.stdout
+
+
+def test_status_reset_and_plan(dbs: Databases, tmp_path: Path) -> None:
+    load_workload(dbs.source, 1_000)
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        f"name: inc\nsource: {{dsn: '{dbs.source}', table: bench_src, key: id}}\n"
+        f"target: {{dsn: '{dbs.target}', table: copy}}\n"
+        "incremental: {column: created_at}\n"
+    )
+    assert pgferry("run", str(job), "--quiet").returncode == 0
+    status = pgferry("status", "--target-dsn", dbs.target, "--json")
+    assert status.returncode == 0, status.stderr
+    runs = json.loads(status.stdout)
+    assert [(r["job"], r["status"], r["rows_written"]) for r in runs] == [("inc", "success", 1000)]
+    table = pgferry("status", "--job", "inc", env={"PGFERRY_TARGET_DSN": dbs.target})
+    assert "success" in table.stdout and "inc" in table.stdout
+
+    # Nothing new to read; after a reset, everything again.
+    assert json.loads(pgferry("run", str(job), "--json").stdout)["rows_written"] == 0
+    refused = subprocess.run(
+        [*PGFERRY, "reset", "--target-dsn", dbs.target, "--job", "inc"],
+        input="n\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 1
+    assert fetchval(dbs.target, "SELECT count(*) FROM pgferry.ledger") == 1
+    done = pgferry("reset", "--target-dsn", dbs.target, "--job", "inc", "--yes")
+    assert done.returncode == 0, done.stderr
+    assert "cleared 1 ledger entry" in done.stderr
+    assert json.loads(pgferry("run", str(job), "--json").stdout)["rows_written"] == 1000
+
+    plan = pgferry("plan", str(job), "-n", "4", "--json")
+    assert plan.returncode == 0, plan.stderr
+    parts = json.loads(plan.stdout)
+    assert [(p["lower"], p["upper"]) for p in parts] == [
+        (None, 251),
+        (251, 501),
+        (501, 751),
+        (751, None),
+    ]

@@ -142,9 +142,13 @@ class Writer:
     """
 
     def __init__(
-        self, job: Job, conn: asyncpg.Connection, store: StateStore, result: RunResult,
+        self,
+        job: Job,
+        conn: asyncpg.Connection,
+        store: StateStore,
+        result: RunResult,
         plan: SourcePlan,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.job = job
         self.conn = conn
         self.store = store
@@ -170,8 +174,9 @@ class Writer:
         conn, job = self.conn, self.job
         existing = await schema.describe_table(conn, self.table)
         if existing is not None:
-            self.casts = await schema.match_target(conn, self.table, incoming, existing,
-                                                   typed=typed)  # fmt: skip
+            self.casts = await schema.match_target(
+                conn, self.table, incoming, existing, typed=typed
+            )
         if job.target.mode == "replace":
             self.replace = ReplacePlan(self.table, existed=existing is not None)
             self.copy_into = self.replace.shadow
@@ -212,8 +217,9 @@ class Writer:
         if missing:
             raise SchemaError(
                 f"upsert key column {missing[0]!r} is not among the rows written to {self.table}",
-                job=self.job.name, column=missing[0],
-            )  # fmt: skip
+                job=self.job.name,
+                column=missing[0],
+            )
         unique = [set(r[0]) for r in await self.conn.fetch(sql.UNIQUE_INDEXES, self.table.sql)]
         if set(key) not in unique:
             raise SchemaError(
@@ -230,8 +236,10 @@ class Writer:
         if part.column not in self.types:
             raise SchemaError(
                 f"target table {self.table} has no column {part.column!r} to reload the "
-                "partition by", job=self.job.name, column=part.column,
-            )  # fmt: skip
+                "partition by",
+                job=self.job.name,
+                column=part.column,
+            )
         args = [str(v) for v in (part.lower, part.upper) if v is not None]
         lower = 1 if part.lower is not None else None
         upper = (2 if lower else 1) if part.upper is not None else None
@@ -264,20 +272,29 @@ class Writer:
                 found = [*rejects, *refused]
                 if found:
                     self._check_budget(seq, found)
-                    await self.store.add_rejects(conn, job=job.name, partition=self.partition,
-                                                 run_id=self.result.run_id, batch=seq,
-                                                 rejects=found)  # fmt: skip
+                    await self.store.add_rejects(
+                        conn,
+                        job=job.name,
+                        partition=self.partition,
+                        run_id=self.result.run_id,
+                        batch=seq,
+                        rejects=found,
+                    )
                 await self.store.save_batch(
-                    conn, job.name, self.partition,
+                    conn,
+                    job.name,
+                    self.partition,
                     watermark=position if self.plan.position_kind == "watermark" else None,
                     progress=position if self.plan.position_kind == "progress" else None,
-                    run_id=self.result.run_id, rows=written,
-                )  # fmt: skip
+                    run_id=self.result.run_id,
+                    rows=written,
+                )
         except PgferryError:
             raise
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise load_failure(exc, job=job.name, table=self.table, batch=seq,
-                               columns=self.columns) from exc  # fmt: skip
+            raise load_failure(
+                exc, job=job.name, table=self.table, batch=seq, columns=self.columns
+            ) from exc
         self._rejects_total += len(found)
         self.result.rows_written += written
         self.result.rows_rejected += len(found)
@@ -325,14 +342,21 @@ class Writer:
     async def _describe_reject(self, exc: BaseException, row: Sequence[Any]) -> Reject:
         as_dict = dict(zip(self.columns, row, strict=True))
         if isinstance(exc, asyncpg.PostgresError):
-            err = load_failure(exc, job=self.job.name, table=self.table, batch=None,
-                               columns=self.columns)  # fmt: skip
+            err = load_failure(
+                exc, job=self.job.name, table=self.table, batch=None, columns=self.columns
+            )
             column = err.column
         else:
             err = await explain_encode_failure(
-                exc, self.conn, job=self.job.name, table=self.table, copy_into=self.copy_into,
-                batch=0, columns=self.columns, rows=[row],
-            )  # fmt: skip
+                exc,
+                self.conn,
+                job=self.job.name,
+                table=self.table,
+                copy_into=self.copy_into,
+                batch=0,
+                columns=self.columns,
+                rows=[row],
+            )
             column = err.column
         message = f"{type(exc).__name__}: {exc}"
         return ("load", type(exc).__name__, message, column, as_dict)
@@ -351,8 +375,10 @@ class Writer:
         return LoadError(
             f"{what}{where} {self._row_key(row)}: {message} "
             "(set max_rejects to set such rows aside in the rejects table instead)",
-            job=self.job.name, batch=seq, column=column,
-        )  # fmt: skip
+            job=self.job.name,
+            batch=seq,
+            column=column,
+        )
 
     def _check_budget(self, seq: int, found: Sequence[Reject]) -> None:
         limit = self.job.max_rejects
@@ -363,8 +389,9 @@ class Writer:
             raise LoadError(
                 f"{total} rows rejected, more than max_rejects={limit:g}; the last: "
                 f"{self._reject_error(seq, found[-1]).message}",
-                job=self.job.name, batch=seq,
-            )  # fmt: skip
+                job=self.job.name,
+                batch=seq,
+            )
 
     def check_reject_fraction(self) -> None:
         """At the end of a run: a fractional ``max_rejects`` against the rows read."""
@@ -387,13 +414,17 @@ class Writer:
         """
         if not self.upsert:
             status = await self.conn.copy_to_table(
-                self.copy_into.name, schema_name=self.copy_into.schema,
-                columns=list(self.columns), source=chunks, format="binary",
-            )  # fmt: skip
+                self.copy_into.name,
+                schema_name=self.copy_into.schema,
+                columns=list(self.columns),
+                source=chunks,
+                format="binary",
+            )
             copied = int(str(status).split()[-1])
             return copied, copied
-        status = await self.conn.copy_to_table(_STAGE, columns=list(self.columns),
-                                               source=chunks, format="binary")  # fmt: skip
+        status = await self.conn.copy_to_table(
+            _STAGE, columns=list(self.columns), source=chunks, format="binary"
+        )
         merged = await self.conn.execute(
             sql.merge_stage(self.copy_into, _STAGE, self.columns, self.job.upsert_key or [])
         )
@@ -408,9 +439,14 @@ class Writer:
         self.check_reject_fraction()
         if self._run_tx is not None:
             await self.store.save_batch(
-                conn, job.name, self.partition, watermark=None, progress=None,
-                run_id=self.result.run_id, rows=0,
-            )  # fmt: skip
+                conn,
+                job.name,
+                self.partition,
+                watermark=None,
+                progress=None,
+                run_id=self.result.run_id,
+                rows=0,
+            )
             await self._run_tx.commit()
             self._run_tx = None
         if self.plan.position_kind == "progress":

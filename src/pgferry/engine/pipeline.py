@@ -190,24 +190,35 @@ async def run_pipe(
             async with tgt.transaction():
                 copied, rows = await writer.write_stream(chunks)
                 await writer.store.save_batch(
-                    tgt, job.name, writer.partition,
+                    tgt,
+                    job.name,
+                    writer.partition,
                     watermark=position if plan.position_kind == "watermark" else None,
                     progress=position if plan.position_kind == "progress" else None,
-                    run_id=result.run_id, rows=rows,
-                )  # fmt: skip
+                    run_id=result.run_id,
+                    rows=rows,
+                )
         except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
             raise RowLevelPipeFailure(
                 f"the target refused a row of the binary stream: {exc}", job=job.name
             ) from exc
         except _WRITE_ERRORS as exc:
-            raise load_failure(exc, job=job.name, table=writer.table, batch=0,
-                               columns=writer.columns) from exc  # fmt: skip
+            raise load_failure(
+                exc, job=job.name, table=writer.table, batch=0, columns=writer.columns
+            ) from exc
         return copied, rows
 
     copied, rows = await pipe(
-        src, select, plan.args, depth=job.queue_depth, job=job, write=write,
-        after_read=read_position, result=result, on_progress=on_progress,
-    )  # fmt: skip
+        src,
+        select,
+        plan.args,
+        depth=job.queue_depth,
+        job=job,
+        write=write,
+        after_read=read_position,
+        result=result,
+        on_progress=on_progress,
+    )
     result.rows_read += copied
     result.rows_written += rows
     result.batches += 1
@@ -234,13 +245,16 @@ async def sync_deletes(
 
     async with tgt.transaction():
         await tgt.execute(f"DROP TABLE IF EXISTS pg_temp.{sql.quote_ident(keys_table)}")
-        seen = await pipe(src, select, plan.base_args, depth=job.queue_depth, job=job,
-                          write=write)  # fmt: skip
+        seen = await pipe(src, select, plan.base_args, depth=job.queue_depth, job=job, write=write)
         status = await tgt.execute(sql.delete_missing_keys(writer.table, keys_table, key))
         await tgt.execute(f"DROP TABLE pg_temp.{sql.quote_ident(keys_table)}")
     result.rows_deleted = int(status.split()[-1])
-    log.info("job %s: %d source keys, deleted %d target rows whose key is gone",
-             job.name, seen, result.rows_deleted)  # fmt: skip
+    log.info(
+        "job %s: %d source keys, deleted %d target rows whose key is gone",
+        job.name,
+        seen,
+        result.rows_deleted,
+    )
 
 
 async def run_rows(
@@ -332,9 +346,9 @@ async def run_rows(
                     result.workers = workers or 0
             else:
                 rows = [tuple(r) for r in batch.rows]
-                fut = asyncio.ensure_future(loop.run_in_executor(
-                    pool, tf.run_in_worker, batch.columns, rows, key, collect
-                ))  # fmt: skip
+                fut = asyncio.ensure_future(
+                    loop.run_in_executor(pool, tf.run_in_worker, batch.columns, rows, key, collect)
+                )
             with ts.waiting():
                 await done.put((batch.seq, batch.rows_read, position, fut))
         await done.put(END)
@@ -352,8 +366,9 @@ async def run_rows(
                 except BrokenProcessPool as exc:
                     raise TransformError(
                         "a transform worker process died (killed, or out of memory)",
-                        job=job.name, batch=seq,
-                    ) from exc  # fmt: skip
+                        job=job.name,
+                        batch=seq,
+                    ) from exc
                 except PgferryError as exc:
                     raise exc.with_context(job=job.name, batch=seq) from exc.__cause__
             ts.busy_s += worker_cpu
@@ -373,26 +388,39 @@ async def run_rows(
             if writer.ready:
                 with ld.busy():
                     try:
-                        await writer.write(seq, out_rows, rows_read=rows_read,
-                                           position=position, rejects=rejects)  # fmt: skip
+                        await writer.write(
+                            seq, out_rows, rows_read=rows_read, position=position, rejects=rejects
+                        )
                     except (TypeError, ValueError, OverflowError, AttributeError) as exc:
                         raise await explain_encode_failure(
-                            exc, writer.conn, job=job.name, table=writer.table,
-                            copy_into=writer.copy_into, batch=seq, columns=writer.columns,
+                            exc,
+                            writer.conn,
+                            job=job.name,
+                            table=writer.table,
+                            copy_into=writer.copy_into,
+                            batch=seq,
+                            columns=writer.columns,
                             rows=out_rows,
-                        ) from exc  # fmt: skip
+                        ) from exc
             else:
                 result.rows_read += rows_read
                 result.rows_rejected += len(rejects)
             if on_progress is not None:
-                on_progress(Progress(result.rows_read, result.rows_written, 0, plan.estimate,
-                                     "rows"))  # fmt: skip
+                on_progress(
+                    Progress(result.rows_read, result.rows_written, 0, plan.estimate, "rows")
+                )
 
     async def extract_stage() -> None:
         await extract_batches(
-            src, plan.query, plan.args, names, batch_size=job.batch_size, queue=raw,
-            stats=result.stages["extract"], job=job.name,
-        )  # fmt: skip
+            src,
+            plan.query,
+            plan.args,
+            names,
+            batch_size=job.batch_size,
+            queue=raw,
+            stats=result.stages["extract"],
+            job=job.name,
+        )
 
     try:
         await run_stages(extract_stage(), transform_stage(), load_stage())

@@ -184,8 +184,9 @@ async def plan_source(conn: asyncpg.Connection, job: Job, ledger: LedgerEntry | 
             upper = len(args)
         where.append(sql.range_filter(part.column, ptype, lower, upper))
 
-    plan = SourcePlan(query="", args=args, columns=columns, estimate=estimate, base=base,
-                      base_args=list(args))  # fmt: skip
+    plan = SourcePlan(
+        query="", args=args, columns=columns, estimate=estimate, base=base, base_args=list(args)
+    )
     key = job.read_key or []
     if inc is not None:
         plan.position_kind = "watermark"

@@ -46,8 +46,14 @@ def _utcnow() -> str:
 
 async def _connect(job: Job, role: str, codecs: bool = False) -> asyncpg.Connection:
     side = job.source if role == "source" else job.target
-    return await connect(side.dsn, role=role, job=job.name, timeout=job.connect_timeout,
-                         statement_timeout=job.statement_timeout, codecs=codecs)  # fmt: skip
+    return await connect(
+        side.dsn,
+        role=role,
+        job=job.name,
+        timeout=job.connect_timeout,
+        statement_timeout=job.statement_timeout,
+        codecs=codecs,
+    )
 
 
 def _as_pgferry_error(exc: Exception, job: Job) -> PgferryError:
@@ -99,8 +105,12 @@ async def run_async(job: Job, *, on_progress: ProgressCallback | None = None) ->
             except RowLevelPipeFailure as exc:
                 if force_rows:
                     raise
-                log.warning("job %s: %s; reading decoded rows instead, to name the bad row "
-                            "and set it aside within max_rejects", job.name, exc)  # fmt: skip
+                log.warning(
+                    "job %s: %s; reading decoded rows instead, to name the bad row "
+                    "and set it aside within max_rejects",
+                    job.name,
+                    exc,
+                )
                 force_rows = True
             except Exception as exc:
                 err = _as_pgferry_error(exc, job)
@@ -108,8 +118,14 @@ async def run_async(job: Job, *, on_progress: ProgressCallback | None = None) ->
                     raise err from (None if err is exc else exc)
                 delay = min(60.0, job.retry_backoff * 2 ** (attempts - 1))
                 delay *= 0.5 + random.random()
-                log.warning("job %s: attempt %d failed (%s); retrying in %.1f s from the last "
-                            "committed batch", job.name, attempts, err, delay)  # fmt: skip
+                log.warning(
+                    "job %s: attempt %d failed (%s); retrying in %.1f s from the last "
+                    "committed batch",
+                    job.name,
+                    attempts,
+                    err,
+                    delay,
+                )
                 await asyncio.sleep(delay)
         result.status = "success"
         return result
@@ -130,9 +146,12 @@ async def run_async(job: Job, *, on_progress: ProgressCallback | None = None) ->
 
 
 async def _record(
-    job: Job, store: StateStore, control: asyncpg.Connection | None, result: RunResult,
+    job: Job,
+    store: StateStore,
+    control: asyncpg.Connection | None,
+    result: RunResult,
     attempts: int,
-) -> None:  # fmt: skip
+) -> None:
     """Write the run's outcome; on a fresh connection if the control one is gone."""
     conn = control
     fresh = None
@@ -141,16 +160,21 @@ async def _record(
             conn = fresh = await _connect(job, "target")
         await store.finish_run(conn, result, attempts)
     except Exception as exc:
-        log.warning("job %s: could not record the outcome of run %s: %s",
-                    job.name, result.run_id, exc)  # fmt: skip
+        log.warning(
+            "job %s: could not record the outcome of run %s: %s", job.name, result.run_id, exc
+        )
     finally:
         await close_quietly(fresh)
 
 
 async def _attempt(
-    job: Job, store: StateStore, result: RunResult, on_progress: ProgressCallback | None,
-    *, force_rows: bool = False,
-) -> None:  # fmt: skip
+    job: Job,
+    store: StateStore,
+    result: RunResult,
+    on_progress: ProgressCallback | None,
+    *,
+    force_rows: bool = False,
+) -> None:
     """One attempt: fresh connections, plan from the ledger, move the rows, finish."""
     row_path = job.transform is not None or force_rows
     src = tgt = None
@@ -162,8 +186,9 @@ async def _attempt(
         ledger = await store.read(tgt, job.name, result.partition)
         plan = await plan_source(src, job, ledger)
         if plan.start is not None and plan.position_kind == "progress":
-            log.warning("job %s: an earlier run stopped part-way; continuing after %s",
-                        job.name, plan.start)  # fmt: skip
+            log.warning(
+                "job %s: an earlier run stopped part-way; continuing after %s", job.name, plan.start
+            )
         writer = Writer(job, tgt, store, result, plan)
         if row_path:
             await run_rows(job, src, writer, plan, result, on_progress)
@@ -192,8 +217,9 @@ async def _replace_with_nothing(job: Job, writer: Writer) -> None:
     """``replace`` with no rows at all: an existing target becomes empty, atomically."""
     existing = await schema.describe_table(writer.conn, writer.table)
     if existing is None:
-        log.warning("job %s: no rows and no existing target: %s was not created",
-                    job.name, writer.table)  # fmt: skip
+        log.warning(
+            "job %s: no rows and no existing target: %s was not created", job.name, writer.table
+        )
         return
     await writer.prepare(existing, set())
     await writer.finish()
