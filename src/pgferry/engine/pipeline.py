@@ -28,7 +28,7 @@ from pgferry.engine import transform as tf
 from pgferry.engine.extract import END, extract_batches, extract_failure
 from pgferry.engine.load import Reject, Writer, explain_encode_failure, load_failure
 from pgferry.engine.plan import SourcePlan, position_text
-from pgferry.errors import LoadError, PgferryError, TransformError
+from pgferry.errors import LoadError, PgferryError, SchemaError, TransformError
 from pgferry.result import RunResult
 from pgferry.spec import Job
 
@@ -270,6 +270,7 @@ async def run_rows(
     Without a transform (the fallback from the pipe, to isolate bad rows), rows pass through
     as they were decoded.
     """
+    _check_row_path_types(job, plan)
     fn = tf.load_transform(job.transform) if job.transform is not None else None
     is_batch = fn is not None and tf.is_batch_transform(fn)
     names = tuple(c.name for c in plan.columns)
@@ -428,6 +429,23 @@ async def run_rows(
         _discard_pending(done)
         if pool is not None:
             await _shutdown_pool(pool)
+
+
+# Types asyncpg can decode but not write in binary, which copy_records_to_table requires.
+_NO_BINARY_ENCODER = {"money", "tsvector", "tsquery", "xml"}
+
+
+def _check_row_path_types(job: Job, plan: SourcePlan) -> None:
+    for col in plan.columns:
+        base = col.type.removesuffix("[]")
+        if base in _NO_BINARY_ENCODER:
+            raise SchemaError(
+                f"column {col.name!r} has type {col.type}, which decoded rows cannot carry "
+                f"back to PostgreSQL; cast it in a source query (e.g. {col.name}::text or, "
+                "for money, ::numeric) or run without a transform to use the binary pipe",
+                job=job.name,
+                column=col.name,
+            )
 
 
 def _reorder(
