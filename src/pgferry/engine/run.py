@@ -33,7 +33,7 @@ from pgferry.engine.plan import plan_source
 from pgferry.errors import PgferryError, Transient, TransientError
 from pgferry.result import RunResult
 from pgferry.spec import Job
-from pgferry.state import StateStore
+from pgferry.state import ConcurrentRunError, StateStore
 
 __all__ = ["run_async"]
 
@@ -88,9 +88,7 @@ async def run_async(job: Job, *, on_progress: ProgressCallback | None = None) ->
     attempts = 0
     recorded = False
     try:
-        control = await _connect(job, "target")
-        await store.ensure(control)
-        await store.lock(control, job.name, partition, job.lock_wait)
+        control = await _open_control(job, store, partition)
         ledger = await store.read(control, job.name, partition)
         if ledger is not None and ledger.watermark:
             result.watermark_before = result.watermark_after = ledger.watermark[0]
@@ -113,20 +111,7 @@ async def run_async(job: Job, *, on_progress: ProgressCallback | None = None) ->
                 )
                 force_rows = True
             except Exception as exc:
-                err = _as_pgferry_error(exc, job)
-                if not isinstance(err, Transient) or attempts > job.max_retries:
-                    raise err from (None if err is exc else exc)
-                delay = min(60.0, job.retry_backoff * 2 ** (attempts - 1))
-                delay *= 0.5 + random.random()
-                log.warning(
-                    "job %s: attempt %d failed (%s); retrying in %.1f s from the last "
-                    "committed batch",
-                    job.name,
-                    attempts,
-                    err,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+                await _pause_or_raise(job, exc, attempts, "from the last committed batch")
         result.status = "success"
         return result
     except BaseException as exc:
@@ -143,6 +128,50 @@ async def run_async(job: Job, *, on_progress: ProgressCallback | None = None) ->
         if recorded:
             await asyncio.shield(_record(job, store, control, result, attempts))
         await close_quietly(control)
+
+
+def _backoff(job: Job, attempt: int) -> float:
+    """Exponential backoff with jitter: retries of many tasks do not arrive together."""
+    delay: float = min(60.0, job.retry_backoff * 2.0 ** (attempt - 1))
+    return delay * (0.5 + random.random())
+
+
+async def _pause_or_raise(job: Job, exc: Exception, attempt: int, resume: str) -> None:
+    """Sleep before the next attempt if ``exc`` is transient and retries are left; else raise."""
+    err = _as_pgferry_error(exc, job)
+    if not isinstance(err, Transient) or attempt > job.max_retries:
+        if err is exc:
+            raise err
+        raise err from exc
+    delay = _backoff(job, attempt)
+    log.warning(
+        "job %s: attempt %d failed (%s); retrying in %.1f s %s", job.name, attempt, err, delay,
+        resume,
+    )  # fmt: skip
+    await asyncio.sleep(delay)
+
+
+async def _open_control(job: Job, store: StateStore, partition: str) -> asyncpg.Connection:
+    """Connect to the target, set up the state tables and take the job's lock.
+
+    Transient failures here (the target restarting, too many connections) are retried like
+    those of an attempt; another run holding the lock is not: ``lock_wait`` already waited.
+    """
+    attempt = 0
+    while True:
+        attempt += 1
+        conn: asyncpg.Connection | None = None
+        try:
+            conn = await _connect(job, "target")
+            await store.ensure(conn)
+            await store.lock(conn, job.name, partition, job.lock_wait)
+            return conn
+        except ConcurrentRunError:
+            await close_quietly(conn)
+            raise
+        except Exception as exc:
+            await close_quietly(conn)
+            await _pause_or_raise(job, exc, attempt, "to reach the target")
 
 
 async def _record(
