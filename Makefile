@@ -20,13 +20,13 @@ demo: $(STAMP)
 	$(BIN)/pgferry demo --rows $(ROWS)
 
 test: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks dags dagster_defs
 	$(BIN)/mypy src
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks dags dagster_defs
+	$(BIN)/ruff format --check src tests benchmarks dags dagster_defs
 
 typecheck: $(STAMP)
 	$(BIN)/mypy src

@@ -203,7 +203,13 @@ def output_columns(
 async def create_table(
     conn: asyncpg.Connection, table: TableName, columns: Sequence[Column]
 ) -> None:
-    """Create ``table`` with ``columns``."""
+    """Create ``table`` with ``columns`` (and its schema, if that is missing too)."""
+    if table.schema is not None:
+        exists = await conn.fetchval(
+            "SELECT to_regnamespace($1) IS NOT NULL", sql.quote_ident(table.schema)
+        )
+        if not exists:
+            await conn.execute(sql.create_schema(table.schema))
     await conn.execute(sql.create_table(table, [(c.name, c.type) for c in columns]))
 
 

@@ -366,6 +366,10 @@ class Job(_Model):
                 raise ValueError("incremental.lookback re-reads rows, so it needs mode 'upsert'")
         if part is not None and part.replace and mode == "replace":
             raise ValueError("partition.replace and mode 'replace' do not combine")
+        if part is not None and part.replace and inc is not None:
+            # The slice is deleted whole, so it must be read whole: a watermark would reload
+            # only part of what was deleted.
+            raise ValueError("partition.replace reloads a whole slice: drop incremental")
         return self
 
     @property
@@ -394,7 +398,8 @@ class Job(_Model):
 
     def with_overrides(self, **changes: Any) -> Job:
         """A copy of the job with top-level fields replaced, validated again."""
-        data = self.model_dump()
+        # Only fields that were set: defaults stay defaults, not values the user chose.
+        data = self.model_dump(exclude_unset=True)
         data.update(changes)
         return Job.from_dict(data)
 

@@ -445,3 +445,13 @@ def quantiles(base: str, column: str, *, sample: TableName | None = None) -> str
     col = quote_ident(column)
     source = f"{sample.sql} TABLESAMPLE SYSTEM (1)" if sample else f"({base}) AS pgferry_src"
     return f"SELECT percentile_disc($1::float8[]) WITHIN GROUP (ORDER BY {col}) FROM {source}"
+
+
+def count_rows(query: str) -> str:
+    """``SELECT count(*) FROM (query)``."""
+    return f"SELECT count(*) FROM ({query}) AS pgferry_count"
+
+
+def create_schema(schema: str) -> str:
+    """``CREATE SCHEMA IF NOT EXISTS``."""
+    return f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}"

@@ -1,0 +1,506 @@
+"""The asset factory: one pgferry job as one Dagster asset.
+
+The asset runs the job through the ``pgferry`` resource and publishes the RunResult as
+``MaterializeResult`` metadata. Partitions map onto pgferry partitions that reload their slice
+of the target in one transaction, so that re-materialising a partition is idempotent.
+"""
+
+# No `from __future__ import annotations`: Dagster reads the asset functions' annotations
+# (the context type, the resource parameter) at definition time.
+import asyncio
+import datetime as dt
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import dagster as dg
+
+from pgferry.dagster import _tables
+from pgferry.dagster.metadata import (
+    column_lineage,
+    declared_lineage,
+    failure_metadata,
+    result_metadata,
+    table_metadata,
+)
+from pgferry.dagster.resource import PgferryResource, replace_fields
+from pgferry.dagster.translator import PgferryTranslator, PgferryTranslatorData
+from pgferry.errors import ConfigError, PgferryError, Transient
+from pgferry.result import RunResult
+from pgferry.spec import Job, Partition, apply_overrides, load_job
+
+__all__ = [
+    "DEFAULT_RETRY_POLICY",
+    "PgferryAssetInfo",
+    "pgferry_asset",
+    "pgferry_asset_info",
+    "pgferry_source_specs",
+]
+
+DEFAULT_RETRY_POLICY = dg.RetryPolicy(
+    max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
+)
+"""Retries after a transient failure: about 30 s, 60 s and 120 s later.
+
+pgferry retries transient errors itself first (``Job.max_retries``, a few seconds apart); this
+policy covers longer outages. Every retry resumes from the ledger in the target database.
+"""
+
+
+@dataclass(frozen=True)
+class PgferryAssetInfo:
+    """What :func:`pgferry_asset` knows about an asset it built (for checks and specs).
+
+    Attributes:
+        key: The asset key.
+        job: The job as declared: no partition, DSNs possibly unset.
+        source_spec: The external asset standing for the source table (``None`` for a query).
+        partitions_def: The asset's partitions, if any.
+        time_column: The source column that time-window partitions slice.
+        ranges: Key-range partitions by name (static partitions from ``partitions=``).
+    """
+
+    key: dg.AssetKey
+    job: Job
+    source_spec: dg.AssetSpec | None
+    partitions_def: dg.PartitionsDefinition | None = None
+    time_column: str | None = None
+    ranges: Mapping[str, Partition] = field(default_factory=dict)
+
+    def job_for(self, partition_key: str | None, window: dg.TimeWindow | None = None) -> Job:
+        """The job that loads one partition (``window`` covers a range of time partitions).
+
+        Raises:
+            ConfigError: The asset is partitioned and no partition key was given, or the key
+                is unknown.
+        """
+        if self.partitions_def is None:
+            return self.job
+        if partition_key is None:
+            raise ConfigError(f"asset {self.key.to_user_string()} is partitioned: give a partition")
+        if self.time_column is not None:
+            if window is None:
+                assert isinstance(self.partitions_def, dg.TimeWindowPartitionsDefinition)
+                window = self.partitions_def.time_window_for_partition_key(partition_key)
+            part = _window_partition(partition_key, self.time_column, window)
+        else:
+            try:
+                part = self.ranges[partition_key]
+            except KeyError:
+                raise ConfigError(
+                    f"asset {self.key.to_user_string()} has no partition {partition_key!r}"
+                ) from None
+            part = Partition(**{**part.model_dump(), "replace": True})
+        return _with_partition(self.job, part)
+
+
+def _window_partition(name: str, column: str, window: dg.TimeWindow) -> Partition:
+    return Partition(
+        name=name,
+        column=column,
+        lower=window.start.isoformat(),
+        upper=window.end.isoformat(),
+        replace=True,
+    )
+
+
+def _with_partition(job: Job, part: Partition) -> Job:
+    # A reloaded window must be read whole: an incremental position would skip rows that the
+    # window's delete has just removed.
+    return replace_fields(job, partition=part.model_dump(), incremental=None)
+
+
+_INFOS: dict[dg.AssetKey, PgferryAssetInfo] = {}
+
+
+def pgferry_asset_info(asset: dg.AssetsDefinition | dg.AssetKey) -> PgferryAssetInfo:
+    """The :class:`PgferryAssetInfo` of an asset built by :func:`pgferry_asset`.
+
+    Raises:
+        ConfigError: The asset was not built by :func:`pgferry_asset` in this process.
+    """
+    key = asset if isinstance(asset, dg.AssetKey) else asset.key
+    try:
+        return _INFOS[key]
+    except KeyError:
+        raise ConfigError(
+            f"asset {key.to_user_string()} was not built by pgferry_asset()"
+        ) from None
+
+
+def pgferry_source_specs(*assets: dg.AssetsDefinition) -> list[dg.AssetSpec]:
+    """The external source-table assets of pgferry assets, one per key.
+
+    Put them in ``Definitions(assets=[...])`` next to the pgferry assets so that the graph
+    shows source → target lineage with the source table's name and description.
+    """
+    specs: dict[dg.AssetKey, dg.AssetSpec] = {}
+    for asset in assets:
+        spec = pgferry_asset_info(asset).source_spec
+        if spec is not None:
+            specs.setdefault(spec.key, spec)
+    return list(specs.values())
+
+
+# --- The factory -----------------------------------------------------------------------------
+
+
+def _build_job(
+    job: Job | Mapping[str, Any] | str | os.PathLike[str] | None,
+    *,
+    name: str | None,
+    key: dg.AssetKey | str | Sequence[str] | None,
+    source_table: str | Sequence[str] | None,
+    source_query: str | None,
+    target_table: str | Sequence[str] | None,
+    transform: str | Callable[..., Any] | None,
+    mode: str | None,
+    key_columns: str | Sequence[str] | None,
+    incremental_column: str | None,
+    time_partitioned: bool,
+    options: Mapping[str, Any] | None,
+) -> Job:
+    described = {
+        "source_table": source_table,
+        "source_query": source_query,
+        "target_table": target_table,
+        "transform": transform,
+        "mode": mode,
+        "key_columns": key_columns,
+    }
+    given = [k for k, v in described.items() if v is not None]
+    if job is not None:
+        if given:
+            raise ConfigError(
+                f"pgferry_asset: give either job= or {', '.join(given)}, not both "
+                "(use options= to change a job)"
+            )
+        if isinstance(job, Job):
+            base = job
+        elif isinstance(job, Mapping):
+            base = Job.from_dict(job)
+        else:
+            base = load_job(Path(job))
+        data = base.model_dump(exclude_unset=True)
+        if incremental_column is not None and not time_partitioned:
+            data["incremental"] = {**(data.get("incremental") or {}), "column": incremental_column}
+        elif not options:
+            return base
+    else:
+        if target_table is None or (source_table is None) == (source_query is None):
+            raise ConfigError(
+                "pgferry_asset: give job=, or target_table and one of source_table or source_query"
+            )
+        source: dict[str, Any] = {"key": key_columns}
+        if source_table is not None:
+            source["table"] = source_table
+        else:
+            source["query"] = source_query
+        data = {
+            "source": source,
+            "target": {"table": target_table, "mode": mode or "append", "key": key_columns},
+            "transform": transform,
+        }
+        if name:
+            data["name"] = name
+        elif key is not None:
+            data["name"] = dg.AssetKey.from_coercible(key).to_user_string()
+        if incremental_column is not None and not time_partitioned:
+            data["incremental"] = {"column": incremental_column}
+    if options:
+        data = apply_overrides(data, options)
+    return Job.from_dict(data, "pgferry_asset job")
+
+
+def _op_name(key: dg.AssetKey) -> str:
+    return "pgferry_" + re.sub(r"\W", "_", "__".join(key.path))
+
+
+def pgferry_asset(
+    job: Job | Mapping[str, Any] | str | os.PathLike[str] | None = None,
+    *,
+    name: str | None = None,
+    key: dg.AssetKey | str | Sequence[str] | None = None,
+    source_table: str | Sequence[str] | None = None,
+    source_query: str | None = None,
+    target_table: str | Sequence[str] | None = None,
+    transform: str | Callable[..., Any] | None = None,
+    mode: Literal["append", "upsert", "replace"] | None = None,
+    key_columns: str | Sequence[str] | None = None,
+    incremental_column: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    partitions_def: dg.PartitionsDefinition | None = None,
+    partitions: Sequence[Partition] | None = None,
+    retry_policy: dg.RetryPolicy | None = None,
+    group_name: str | None = None,
+    deps: Iterable[dg.AssetKey | str | Sequence[str] | dg.AssetSpec | dg.AssetsDefinition]
+    | None = None,
+    description: str | None = None,
+    owners: Sequence[str] | None = None,
+    tags: Mapping[str, str] | None = None,
+    op_tags: Mapping[str, Any] | None = None,
+    pool: str | None = None,
+    translator: PgferryTranslator | None = None,
+) -> dg.AssetsDefinition:
+    """Build a Dagster asset that runs one pgferry job with the ``pgferry`` resource.
+
+    Describe the job either with ``job=`` (a :class:`pgferry.Job`, a mapping or the path of
+    a job file) or with the keywords ``source_table`` / ``source_query``, ``target_table``,
+    ``transform``, ``mode``, ``key_columns`` and ``incremental_column``. DSNs may be left out
+    when the resource provides them.
+
+    Every materialisation is safe to repeat:
+
+    * unpartitioned: ``upsert`` and ``replace`` rewrite the same rows; an ``append`` must be
+      incremental (``incremental_column``) and then reads only rows it has not read before.
+      A full ``append`` is refused, since each materialisation would add every row again;
+    * time-window partitions (``partitions_def`` daily, hourly…, with ``incremental_column``):
+      a partition deletes the target rows whose ``incremental_column`` lies in its window and
+      loads that window from the source again, in one transaction;
+    * key-range partitions (``partitions=pgferry.plan_partitions(job, n)``): the same per key
+      range, in parallel runs if you like.
+
+    Args:
+        job: The job; exclusive with the job-describing keywords.
+        name: The asset's name (its key is ``[name]``) and, with keywords, the job's name.
+        key: The asset key, instead of ``name``.
+        source_table: The source table (``schema.table``).
+        source_query: Or a query whose rows are loaded.
+        target_table: The target table; created when missing.
+        transform: ``package.module:function`` or a callable (see :class:`pgferry.Job`).
+        mode: ``append`` (default), ``upsert`` (needs ``key_columns``) or ``replace``.
+        key_columns: Columns identifying a row: the source key (order, resuming, key
+            ranges) and the target key (upsert; a unique index on a created table).
+        incremental_column: The column that grows (``updated_at``): unpartitioned, only new
+            rows are read; with time-window partitions, the column the windows slice.
+        options: More job settings as dotted keys (``{"max_rejects": 10,
+            "target.columns": {"email_domain": "text"}}``), applied to ``job`` too.
+        partitions_def: Time-window partitions (with ``incremental_column``), or static
+            partitions whose keys are the names of ``partitions``.
+        partitions: Key ranges from :func:`pgferry.plan_partitions` (or ``pgferry plan
+            --json``); their names become static partition keys.
+        retry_policy: Dagster's retries after a transient failure; default
+            :data:`DEFAULT_RETRY_POLICY`. Terminal failures are never retried.
+        group_name: The asset group.
+        deps: More upstream assets (the source table is one already).
+        description: Replaces the generated description.
+        owners: Asset owners.
+        tags: Asset tags.
+        op_tags: Tags of the underlying op (e.g. concurrency limits).
+        pool: The concurrency pool of the asset's runs.
+        translator: Customises the asset specs of the target and of the source.
+
+    Returns:
+        The asset, whose function takes the ``pgferry`` resource (:class:`PgferryResource`).
+
+    Raises:
+        ConfigError: The job is invalid, incomplete or would not be safe to re-materialise,
+            or the partitions do not fit it.
+    """
+    if name is not None and key is not None:
+        raise ConfigError("pgferry_asset: give name or key, not both")
+    is_window = isinstance(partitions_def, dg.TimeWindowPartitionsDefinition)
+    base = _build_job(
+        job, name=name, key=key, source_table=source_table, source_query=source_query,
+        target_table=target_table, transform=transform, mode=mode, key_columns=key_columns,
+        incremental_column=incremental_column, time_partitioned=is_window, options=options,
+    )  # fmt: skip
+    partitions_def, time_column, ranges = _partitioning(
+        base, partitions_def, partitions, incremental_column
+    )
+    if partitions_def is None and base.incremental is None and base.target.mode == "append":
+        raise ConfigError(
+            f"job {base.name!r}: a full 'append' would add every source row again each time "
+            "the asset is materialised; use mode 'upsert' (with key_columns) or 'replace', "
+            "set incremental_column, or partition the asset",
+            job=base.name,
+        )
+    if base.partition is not None:
+        raise ConfigError(
+            f"job {base.name!r} has a partition: let the asset's partitions choose it",
+            job=base.name,
+        )
+
+    translator = translator or PgferryTranslator()
+    spec = translator.get_asset_spec(PgferryTranslatorData(base, "target"))
+    source_spec = (
+        translator.get_asset_spec(PgferryTranslatorData(base, "source"))
+        if base.source.table is not None
+        else None
+    )
+    if key is not None:
+        spec = spec.replace_attributes(key=dg.AssetKey.from_coercible(key))
+    elif name is not None:
+        spec = spec.replace_attributes(key=dg.AssetKey([name]))
+    if group_name is not None:
+        spec = spec.replace_attributes(group_name=group_name)
+    if description is not None:
+        spec = spec.replace_attributes(description=description)
+    if owners is not None:
+        spec = spec.replace_attributes(owners=owners)
+    if deps:
+        spec = spec.replace_attributes(deps=[*spec.deps, *deps])
+    spec = spec.merge_attributes(
+        metadata={"pgferry/job": dg.MetadataValue.json(base.describe())}, tags=tags or {}
+    )
+
+    info = PgferryAssetInfo(
+        key=spec.key,
+        job=base,
+        source_spec=source_spec,
+        partitions_def=partitions_def,
+        time_column=time_column,
+        ranges=ranges,
+    )
+
+    @dg.multi_asset(
+        name=_op_name(spec.key),
+        specs=[spec],
+        partitions_def=partitions_def,
+        retry_policy=retry_policy or DEFAULT_RETRY_POLICY,
+        op_tags=op_tags,
+        pool=pool,
+    )
+    def _pgferry_asset(
+        context: dg.AssetExecutionContext, pgferry: PgferryResource
+    ) -> dg.MaterializeResult[Any]:
+        return _materialize(context, pgferry, info)
+
+    _INFOS[spec.key] = info
+    return _pgferry_asset
+
+
+def _partitioning(
+    job: Job,
+    partitions_def: dg.PartitionsDefinition | None,
+    partitions: Sequence[Partition] | None,
+    incremental_column: str | None,
+) -> tuple[dg.PartitionsDefinition | None, str | None, dict[str, Partition]]:
+    """The partitions definition, the time column and the key ranges, checked against the job."""
+    if partitions is not None:
+        ranges = {p.name: p for p in partitions}
+        if not ranges or len(ranges) != len(partitions):
+            raise ConfigError(f"job {job.name!r}: partitions need distinct names", job=job.name)
+        if partitions_def is None:
+            partitions_def = dg.StaticPartitionsDefinition(list(ranges))
+        elif not isinstance(partitions_def, dg.StaticPartitionsDefinition) or set(
+            partitions_def.get_partition_keys()
+        ) != set(ranges):
+            raise ConfigError(
+                f"job {job.name!r}: partitions_def must be static with the names of "
+                "partitions as keys (or leave it out)",
+                job=job.name,
+            )
+        for part in ranges.values():
+            _with_partition(job, Partition(**{**part.model_dump(), "replace": True}))
+        return partitions_def, None, ranges
+    if partitions_def is None:
+        return None, None, {}
+    if not isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
+        raise ConfigError(
+            f"job {job.name!r}: partitions_def must be a time-window definition (daily, "
+            "hourly…) with incremental_column, or give partitions= (key ranges)",
+            job=job.name,
+        )
+    column = incremental_column or (job.incremental.column if job.incremental else None)
+    if column is None:
+        raise ConfigError(
+            f"job {job.name!r}: time-window partitions need incremental_column, the column "
+            "the windows slice",
+            job=job.name,
+        )
+    probe = dg.TimeWindow(start=_EPOCH, end=_EPOCH)
+    _with_partition(job, _window_partition("probe", column, probe))  # validates the mode
+    return partitions_def, column, {}
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+# --- Running ---------------------------------------------------------------------------------
+
+
+def _partition_of(context: dg.AssetExecutionContext, info: PgferryAssetInfo) -> Job:
+    if info.partitions_def is None:
+        return info.job
+    if info.time_column is not None:
+        keys = context.partition_keys
+        name = keys[0] if len(keys) == 1 else f"{keys[0]}..{keys[-1]}"
+        return info.job_for(name, context.partition_time_window)
+    return info.job_for(context.partition_key)
+
+
+def _materialize(
+    context: dg.AssetExecutionContext, resource: PgferryResource, info: PgferryAssetInfo
+) -> dg.MaterializeResult[Any]:
+    try:
+        job = _partition_of(context, info)
+        result = resource.run(job, log=context.log)
+    except PgferryError as exc:
+        raise _failure(exc, context) from exc
+    meta: dict[str, Any] = dict(result_metadata(result))
+    meta.update(_target_metadata(resource.resolve(job), result, info, context))
+    return dg.MaterializeResult(metadata=meta)
+
+
+def _failure(exc: PgferryError, context: dg.AssetExecutionContext) -> dg.Failure:
+    transient = isinstance(exc, Transient)
+    if transient:
+        what = (
+            "failed with a transient error; it is retried per the asset's RetryPolicy and "
+            "resumes from the last committed batch"
+        )
+    else:
+        what = "failed with an error that a retry would not fix, so it is not retried"
+    context.log.error(f"pgferry: {what}: {exc}")
+    return dg.Failure(
+        description=f"pgferry {what}: {exc}",
+        metadata=failure_metadata(exc),
+        allow_retries=transient,
+    )
+
+
+def _target_metadata(
+    job: Job, result: RunResult, info: PgferryAssetInfo, context: dg.AssetExecutionContext
+) -> dict[str, Any]:
+    """The ``dagster/`` table keys; a failure here is logged, never failing a committed load."""
+    # A reload (replace, or a partition replaced in one transaction) leaves exactly the rows
+    # it wrote in its scope; other modes are counted on the server.
+    reloaded = job.target.mode == "replace" or (job.partition is not None and job.partition.replace)
+    try:
+        target, source = asyncio.run(_describe(job, count=not reloaded, lineage=info.source_spec))
+    except Exception as exc:
+        context.log.warning(f"pgferry: could not describe the target for metadata: {exc}")
+        return table_metadata(
+            table_name=str(job.target.table), row_count=result.rows_written if reloaded else None
+        )
+    if target is None:  # e.g. a replace of nothing with no existing table
+        return table_metadata(table_name=str(job.target.table), row_count=0)
+    lineage = None
+    if info.source_spec is not None and source is not None:
+        lineage = column_lineage(
+            [c.name for c in target.columns],
+            [c.name for c in source],
+            info.source_spec.key,
+            transformed=job.transform is not None,
+            declared=declared_lineage(job.transform),
+        )
+    return table_metadata(
+        table_name=target.table_name,
+        columns=target.columns,
+        row_count=result.rows_written if reloaded else target.row_count,
+        lineage=lineage,
+    )
+
+
+async def _describe(
+    job: Job, *, count: bool, lineage: dg.AssetSpec | None
+) -> tuple[_tables.TargetInfo | None, list[Any] | None]:
+    target = _tables.describe_target(job, count=count)
+    if lineage is None:
+        return await target, None
+    found, source = await asyncio.gather(target, _tables.source_columns(job))
+    return found, source

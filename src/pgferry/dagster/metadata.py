@@ -1,0 +1,174 @@
+"""RunResult and table descriptions as Dagster metadata (nothing is parsed from logs).
+
+Standard keys: ``dagster/row_count``, ``dagster/table_name``, ``dagster/column_schema``,
+``dagster/column_lineage``. pgferry's own keys sit under ``pgferry/`` and come one for one from
+:meth:`pgferry.RunResult.to_dict`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import dagster as dg
+
+from pgferry.engine.transform import load_transform
+from pgferry.errors import PgferryError, Transient
+from pgferry.result import RunResult
+from pgferry.schema import Column
+
+__all__ = [
+    "LINEAGE_ATTR",
+    "column_lineage",
+    "declared_lineage",
+    "failure_metadata",
+    "result_metadata",
+    "table_metadata",
+    "table_schema",
+]
+
+LINEAGE_ATTR = "__pgferry_column_lineage__"
+"""The attribute in which a transform declares its column lineage, as for Airflow::
+
+    def clean(row): ...
+    clean.__pgferry_column_lineage__ = {"email_domain": ["email"]}
+"""
+
+_COUNTERS = (
+    "rows_read",
+    "rows_written",
+    "rows_rejected",
+    "rows_deleted",
+    "batches",
+    "attempts",
+    "bytes_written",
+    "workers",
+)
+_TEXTS = ("run_id", "job", "status", "mode", "path", "started_at", "finished_at")
+
+
+def _text_or_null(value: Any) -> dg.MetadataValue[Any]:
+    return dg.MetadataValue.null() if value is None else dg.MetadataValue.text(str(value))
+
+
+def result_metadata(result: RunResult) -> dict[str, dg.MetadataValue[Any]]:
+    """The run's counters, watermarks, timings and stage statistics under ``pgferry/``.
+
+    Keys: ``run_id``, ``job``, ``partition`` (when set), ``status``, ``mode``, ``path``,
+    ``started_at``, ``finished_at`` (text); ``rows_read``, ``rows_written``,
+    ``rows_rejected``, ``rows_deleted``, ``batches``, ``attempts``, ``bytes_written``,
+    ``workers`` (int); ``duration_s`` and ``<stage>_busy_s`` / ``<stage>_wait_s`` for the
+    ``extract``, ``transform`` and ``load`` stages (float, seconds); ``watermark_before`` and
+    ``watermark_after`` (text, or null without an incremental position); ``error`` (failed
+    runs only).
+    """
+    data = result.to_dict()
+    meta: dict[str, dg.MetadataValue[Any]] = {}
+    for name in _TEXTS:
+        meta[f"pgferry/{name}"] = dg.MetadataValue.text(str(data[name]))
+    if data["partition"]:
+        meta["pgferry/partition"] = dg.MetadataValue.text(data["partition"])
+    for name in _COUNTERS:
+        meta[f"pgferry/{name}"] = dg.MetadataValue.int(int(data[name]))
+    meta["pgferry/duration_s"] = dg.MetadataValue.float(float(data["duration_s"]))
+    meta["pgferry/watermark_before"] = _text_or_null(data["watermark_before"])
+    meta["pgferry/watermark_after"] = _text_or_null(data["watermark_after"])
+    for stage, stats in data["stages"].items():
+        meta[f"pgferry/{stage}_busy_s"] = dg.MetadataValue.float(float(stats["busy_s"]))
+        meta[f"pgferry/{stage}_wait_s"] = dg.MetadataValue.float(float(stats["wait_s"]))
+    if data["error"] is not None:
+        meta["pgferry/error"] = dg.MetadataValue.text(data["error"])
+    return meta
+
+
+def failure_metadata(exc: PgferryError) -> dict[str, dg.MetadataValue[Any]]:
+    """Metadata of a failed run: the error's context and, when known, its RunResult."""
+    result: RunResult | None = getattr(exc, "result", None)
+    meta = result_metadata(result) if result is not None else {}
+    meta["pgferry/error_class"] = dg.MetadataValue.text(type(exc).__name__)
+    meta["pgferry/retryable"] = dg.MetadataValue.bool(isinstance(exc, Transient))
+    for name in ("stage", "batch", "column"):
+        value = getattr(exc, name, None)
+        if value is not None:
+            meta[f"pgferry/error_{name}"] = (
+                dg.MetadataValue.int(value)
+                if isinstance(value, int)
+                else dg.MetadataValue.text(value)
+            )
+    return meta
+
+
+def table_schema(columns: Sequence[Column]) -> dg.TableSchema:
+    """A table's columns with their exact PostgreSQL types (``numeric(12,2)``, ``text[]``)."""
+    return dg.TableSchema(columns=[dg.TableColumn(name=c.name, type=c.type) for c in columns])
+
+
+def declared_lineage(transform: str | Callable[..., Any] | None) -> dict[str, list[str]] | None:
+    """What a transform declares in ``__pgferry_column_lineage__``: output column to the
+    source columns it is computed from (``None`` if nothing, or the transform cannot load)."""
+    if transform is None:
+        return None
+    try:
+        fn = load_transform(transform)
+    except Exception:
+        return None
+    declared = getattr(fn, LINEAGE_ATTR, None)
+    if not isinstance(declared, Mapping):
+        return None
+    return {
+        str(column): [reads] if isinstance(reads, str) else [str(r) for r in reads]
+        for column, reads in declared.items()
+    }
+
+
+def column_lineage(
+    target_columns: Sequence[str],
+    source_columns: Sequence[str],
+    source: dg.AssetKey,
+    *,
+    transformed: bool = False,
+    declared: Mapping[str, Sequence[str]] | None = None,
+) -> dg.TableColumnLineage:
+    """Each target column mapped to the source columns it comes from.
+
+    The rules of the Airflow integration's OpenLineage column lineage: without a transform,
+    a target column maps to the source column of the same name; with one, a column the
+    transform declares (:data:`LINEAGE_ATTR`) maps to the source columns it declares, a
+    column with a source column of the same name maps to it, and any other column maps to
+    every source column, since any of them may feed it. Target columns the source does not
+    feed without a transform have no entry.
+    """
+    names = set(source_columns)
+    deps: dict[str, list[str]] = {}
+    for column in target_columns:
+        if transformed and declared and column in declared:
+            deps[column] = [c for c in declared[column] if c in names]
+        elif column in names:
+            deps[column] = [column]
+        elif transformed:
+            deps[column] = list(source_columns)
+    return dg.TableColumnLineage(
+        deps_by_column={
+            column: [dg.TableColumnDep(asset_key=source, column_name=c) for c in cols]
+            for column, cols in deps.items()
+            if cols
+        }
+    )
+
+
+def table_metadata(
+    *,
+    table_name: str,
+    columns: Sequence[Column] | None = None,
+    row_count: int | None = None,
+    lineage: dg.TableColumnLineage | None = None,
+) -> dict[str, Any]:
+    """The standard ``dagster/`` table keys that are known."""
+    meta: dict[str, Any] = {"dagster/table_name": dg.MetadataValue.text(table_name)}
+    if row_count is not None:
+        meta["dagster/row_count"] = dg.MetadataValue.int(row_count)
+    if columns is not None:
+        meta["dagster/column_schema"] = dg.MetadataValue.table_schema(table_schema(columns))
+    if lineage is not None:
+        meta["dagster/column_lineage"] = dg.MetadataValue.column_lineage(lineage)
+    return meta

@@ -1,0 +1,85 @@
+"""How a pgferry job maps onto Dagster asset specs: override :class:`PgferryTranslator`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import dagster as dg
+
+from pgferry.spec import Job
+from pgferry.sql import TableName
+
+__all__ = ["PgferryTranslator", "PgferryTranslatorData"]
+
+
+@dataclass(frozen=True)
+class PgferryTranslatorData:
+    """What the translator gets to describe one side of a transfer.
+
+    Attributes:
+        job: The job (its DSNs may be unset: the resource supplies them at run time).
+        side: ``target`` for the asset pgferry materialises, ``source`` for the upstream
+            external asset that stands for the source table.
+    """
+
+    job: Job
+    side: Literal["source", "target"]
+
+    @property
+    def table(self) -> TableName | None:
+        """The table of this side (``None`` for a source query)."""
+        return self.job.target.table if self.side == "target" else self.job.source.table
+
+
+def _parts(table: TableName) -> list[str]:
+    return [table.schema, table.name] if table.schema else [table.name]
+
+
+class PgferryTranslator:
+    """Maps a pgferry job to the :class:`dagster.AssetSpec` of its target and of its source.
+
+    Subclass it and override :meth:`get_asset_spec` to choose other keys, groups, owners or
+    tags; call ``super().get_asset_spec(data)`` and ``replace_attributes`` to change a part::
+
+        class MyTranslator(PgferryTranslator):
+            def get_asset_spec(self, data: PgferryTranslatorData) -> dg.AssetSpec:
+                spec = super().get_asset_spec(data)
+                if data.side == "source":
+                    return spec.replace_attributes(key=["erp", data.job.source.table.name])
+                return spec.replace_attributes(owners=["team:data"])
+    """
+
+    def get_asset_spec(self, data: PgferryTranslatorData) -> dg.AssetSpec:
+        """The spec of one side of the transfer.
+
+        Defaults: the target's key is its table name (``["staging", "orders"]``) and it
+        depends on the source; a source table's key is ``["source", *table name]``. Both
+        carry ``dagster/table_name`` and the ``postgres`` kind. A source query has no
+        source spec by default: there is no single table to point at (pass ``deps=`` to the
+        factory instead); this method is then called for the target side only.
+        """
+        job = data.job
+        table = data.table
+        if table is None:
+            raise ValueError("a source query has no table to describe as an asset")
+        if data.side == "source":
+            return dg.AssetSpec(
+                key=dg.AssetKey(["source", *_parts(table)]),
+                description=f"PostgreSQL table {table}, read by pgferry job {job.name!r}.",
+                metadata={"dagster/table_name": str(table)},
+                kinds={"postgres"},
+            )
+        deps: list[dg.AssetKey] = []
+        if job.source.table is not None:
+            deps.append(self.get_asset_spec(PgferryTranslatorData(job, "source")).key)
+        source = str(job.source.table) if job.source.table is not None else "a query"
+        transform = job.describe()["transform"]
+        via = f" through {transform}" if transform else ""
+        return dg.AssetSpec(
+            key=dg.AssetKey(_parts(table)),
+            deps=deps,
+            description=(f"{table} loaded by pgferry from {source}{via} (mode {job.target.mode})."),
+            metadata={"dagster/table_name": str(table)},
+            kinds={"postgres", "pgferry"},
+        )
