@@ -165,7 +165,9 @@ def main() -> None:
 @click.option("--target-dsn", help="Target connection string.")
 @click.option("--target-table", help="Target table (schema.table).")
 @click.option("--transform", help="Transform as package.module:function.")
-@click.option("--mode", type=click.Choice(["append", "replace"]), help="Target mode.")
+@click.option("--mode", type=click.Choice(["append", "upsert", "replace"]), help="Target mode.")
+@click.option("--incremental-column", help="Read only rows after this column's watermark.")
+@click.option("--max-rejects", type=float, help="Rows that may be set aside as rejects.")
 @click.option("--key", help="Key column(s), comma-separated.")
 @click.option("--batch-size", type=int, help="Rows per batch.")
 @click.option("--workers", help="0 (inline), N processes, or auto.")
@@ -222,6 +224,8 @@ def _build_job(job_file: Path | None, sets: tuple[str, ...], inline: dict[str, A
         "key": "target.key",
         "batch_size": "batch_size",
         "workers": "workers",
+        "incremental_column": "incremental.column",
+        "max_rejects": "max_rejects",
         "name": "name",
     }
     for option, dotted in mapping.items():

@@ -6,6 +6,7 @@ The info string of a fenced block says what to do with it:
   document's scratch directory, for later blocks to use;
 * ```` ```python run ````: execute it (in the scratch directory, which is on ``sys.path``);
 * ```` ```sh run ```` (optionally ``exit=N``): run it with bash, ``pgferry`` on the PATH;
+* ```` ```sql run ````: execute it in ``$WAREHOUSE_DSN`` (``db=source``: in ``$SOURCE_DSN``);
 * ```` ```python excerpt=dags/x.py ````: the block's lines appear, in order, in that file (which
   its own tests execute);
 * ```` ```sh norun ```` / ```` ```text ````: shown only (``make test`` cannot run itself).
@@ -28,12 +29,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Databases, execute
+from helpers import Databases, execute, fetch
 from pgferry.demo import workload_statements
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-CHECKED_LANGUAGES = {"python", "sh", "bash", "yaml", "toml"}
+CHECKED_LANGUAGES = {"python", "sh", "bash", "yaml", "toml", "sql"}
 FENCE = re.compile(r"^```(\S*)[ \t]*(.*?)\n(.*?)^```[ \t]*$", re.M | re.S)
 
 ORDERS = """
@@ -156,5 +157,11 @@ def test_snippets_run(
                 f"{b.where}: exit {proc.returncode}, expected {expected}\n"
                 f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
             )
+        elif b.language == "sql":
+            dsn = dbs.source if b.attrs.get("db") == "source" else dbs.target
+            try:
+                fetch(dsn, b.code) if b.code.count(";") <= 1 else execute(dsn, b.code)
+            except Exception as exc:
+                pytest.fail(f"{b.where}: {type(exc).__name__}: {exc}")
         else:
             pytest.fail(f"{b.where}: cannot run a {b.language!r} block")
