@@ -26,7 +26,7 @@ __all__ = ["SCHEMA_VERSION", "ConcurrentRunError", "LedgerEntry", "StateStore"]
 
 log = logging.getLogger("pgferry")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class ConcurrentRunError(PgferryError, Transient):
@@ -56,6 +56,19 @@ class LedgerEntry:
 
 def _ddl(schema: str) -> list[str]:
     return [sql.in_schema(statement, schema) for statement in _DDL]
+
+
+# Statements that bring the state schema from version N-1 to N. A new release appends here; the
+# first run of the new release applies them in order, under the state lock.
+_MIGRATIONS: dict[int, list[str]] = {
+    2: [
+        # The orchestrator's identity of a run (dag run and task, say): a plain append that
+        # already succeeded under the same key is not done twice.
+        "ALTER TABLE {s}.runs ADD COLUMN IF NOT EXISTS run_key text",
+        "CREATE INDEX IF NOT EXISTS runs_run_key ON {s}.runs (job, partition, run_key) "
+        "WHERE run_key IS NOT NULL",
+    ],
+}
 
 
 _DDL = [
@@ -153,8 +166,16 @@ class StateStore:
                     )
                 if version == SCHEMA_VERSION:
                     return
-            for statement in _ddl(self.schema):
-                await conn.execute(statement)
+            else:
+                version = None
+            if version is None:
+                for statement in _ddl(self.schema):
+                    await conn.execute(statement)
+                version = 1
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[target]:
+                    await conn.execute(sql.in_schema(statement, self.schema))
+                log.info("state schema %s migrated to version %d", self.schema, target)
             await conn.execute(
                 self._sql(
                     "INSERT INTO {s}.meta VALUES ('schema_version', $1) "
@@ -280,7 +301,27 @@ class StateStore:
 
     # --- Runs ------------------------------------------------------------------------------
 
-    async def start_run(self, conn: asyncpg.Connection, result: RunResult, partition: str) -> None:
+    async def find_success(
+        self, conn: asyncpg.Connection, job: str, partition: str, run_key: str
+    ) -> dict[str, Any] | None:
+        """The successful run of (job, partition) recorded under ``run_key``, if any."""
+        row = await conn.fetchrow(
+            self._sql(
+                "SELECT run_id::text, started_at, finished_at, rows_read, rows_written, "
+                "rows_rejected, watermark_before, watermark_after FROM {s}.runs "
+                "WHERE job = $1 AND partition = $2 AND run_key = $3 AND status = 'success' "
+                "ORDER BY started_at DESC LIMIT 1"
+            ),
+            job,
+            partition,
+            run_key,
+        )
+        return dict(row) if row is not None else None
+
+    async def start_run(
+        self, conn: asyncpg.Connection, result: RunResult, partition: str,
+        run_key: str | None = None,
+    ) -> None:  # fmt: skip
         """Insert the run's row (status ``running``); mark runs a crash left behind."""
         await conn.execute(
             self._sql(
@@ -294,7 +335,7 @@ class StateStore:
         await conn.execute(
             self._sql(
                 "INSERT INTO {s}.runs (run_id, job, partition, started_at, status, mode, "
-                "host, pid) VALUES ($1::uuid, $2, $3, $4, 'running', $5, $6, $7)"
+                "host, pid, run_key) VALUES ($1::uuid, $2, $3, $4, 'running', $5, $6, $7, $8)"
             ),
             result.run_id,
             result.job,
@@ -303,6 +344,7 @@ class StateStore:
             result.mode,
             socket.gethostname(),
             os.getpid(),
+            run_key,
         )
 
     async def finish_run(self, conn: asyncpg.Connection, result: RunResult, attempts: int) -> None:
