@@ -188,7 +188,9 @@ def describe_detail(detail: dict[str, Any]) -> str:
     """A short note from a method's details: pgferry's path and workers, batch sizes."""
     if "path" in detail:
         text = f"pgferry {detail['path']} path"
-        if detail["path"] == "rows":
+        if detail["path"] == "rows" and detail.get("pipelines", 1) > 1:
+            text += f", {detail['pipelines']} parallel pipelines, {detail.get('batches')} batches"
+        elif detail["path"] == "rows":
             text += f", {detail.get('workers', 0)} pool workers, {detail.get('batches')} batches"
         stages = detail.get("stages") or {}
         busy = {k: v.get("busy_s") for k, v in stages.items() if v.get("busy_s")}

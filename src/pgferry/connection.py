@@ -415,7 +415,7 @@ async def connect(
     return conn
 
 
-async def install_codecs(conn: asyncpg.Connection) -> None:
+async def install_codecs(conn: asyncpg.Connection, *, exact_json: bool = True) -> None:
     """Codecs under which every value round-trips exactly through Python (the row path).
 
     * ``interval`` as :class:`Interval` (months, days, microseconds kept apart);
@@ -424,6 +424,12 @@ async def install_codecs(conn: asyncpg.Connection) -> None:
       :data:`TIME_24_00`, …) and ``timetz`` offsets to the second;
     * ``json``/``jsonb`` as text in, text or any JSON-able value out;
     * ``macaddr``/``macaddr8`` as text, with the binary encoders COPY needs.
+
+    Args:
+        conn: The connection.
+        exact_json: Replace asyncpg's C ``json``/``jsonb`` codecs too. They decode the same
+            text and encode text four times faster, but refuse a dict or a list: with
+            ``False`` the caller serialises such values itself (:mod:`pgferry.engine.values`).
     """
     tuple_codecs: tuple[tuple[str, Callable[[Any], Any], Callable[[Any], Any]], ...] = (
         ("interval", _encode_interval, _decode_interval),
@@ -441,12 +447,18 @@ async def install_codecs(conn: asyncpg.Connection) -> None:
         await conn.set_type_codec(
             mac, schema="pg_catalog", encoder=mac_encoder, decoder=_decode_mac, format="binary"
         )
-    await conn.set_type_codec(
-        "json", schema="pg_catalog", encoder=_encode_json, decoder=_decode_json, format="binary"
-    )
-    await conn.set_type_codec(
-        "jsonb", schema="pg_catalog", encoder=_encode_jsonb, decoder=_decode_jsonb, format="binary"
-    )
+    if exact_json:
+        for name, json_encoder, json_decoder in (
+            ("json", _encode_json, _decode_json),
+            ("jsonb", _encode_jsonb, _decode_jsonb),
+        ):
+            await conn.set_type_codec(
+                name,
+                schema="pg_catalog",
+                encoder=json_encoder,
+                decoder=json_decoder,
+                format="binary",
+            )
 
 
 async def close_quietly(conn: asyncpg.Connection | None, timeout: float = 5.0) -> None:

@@ -76,7 +76,8 @@ class RunResult:
         status: ``success`` or ``failed`` (``running`` while in progress).
         mode: The target mode.
         path: ``pipe`` (binary COPY, no per-row Python) or ``rows`` (decoded rows).
-        workers: Transform processes used (0 = inline).
+        workers: Transform processes used (0 = inline). With parallel pipelines, the number of
+            pipelines: each is a process that transforms its key range inline.
         rows_read: Rows read from the source.
         rows_written: Rows written to the target.
         rows_rejected: Rows set aside in the rejects table.

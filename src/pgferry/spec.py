@@ -288,7 +288,13 @@ class Job(_Model):
         queue_depth: Batches buffered between stages; memory is bounded by
             ``queue_depth * batch_size`` rows per queue.
         workers: ``0`` runs the transform inline, ``N`` in a pool of N processes, ``"auto"``
-            measures the first batch and decides.
+            measures the first batch and decides (between inline, a pool and, with
+            ``pipelines: auto``, parallel pipelines).
+        pipelines: ``N`` runs the rows through N complete reader → transform → loader
+            pipelines in separate processes, over disjoint ranges of the key, all reading one
+            snapshot of the source; ``1`` never does; ``"auto"`` does when the job allows it
+            and the first batch measures it worthwhile (only while ``workers`` is ``"auto"``).
+            See ``docs/performance.md`` for which jobs can.
         connect_timeout: Seconds to wait for a connection before failing.
         statement_timeout: Seconds a single statement may run (``None``: server default).
         lock_timeout: Seconds the ``replace`` swap waits for its lock per attempt.
@@ -312,6 +318,7 @@ class Job(_Model):
     batch_size: int = Field(default=10_000, ge=1, le=10_000_000)
     queue_depth: int = Field(default=4, ge=1, le=1_000)
     workers: int | Literal["auto"] = "auto"
+    pipelines: int | Literal["auto"] = "auto"
     connect_timeout: float = Field(default=10.0, gt=0)
     statement_timeout: float | None = Field(default=None, gt=0)
     lock_timeout: float = Field(default=5.0, gt=0)
@@ -337,6 +344,23 @@ class Job(_Model):
         if isinstance(value, int) and not 0 <= value <= 64:
             raise ValueError("workers must be 'auto' or an integer from 0 to 64")
         return value
+
+    @field_validator("pipelines")
+    @classmethod
+    def _pipelines(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 64:
+            raise ValueError("pipelines must be 'auto' or an integer from 1 to 64")
+        return value
+
+    @model_validator(mode="after")
+    def _pool_or_pipelines(self) -> Job:
+        several = isinstance(self.pipelines, int) and self.pipelines > 1
+        if several and isinstance(self.workers, int) and self.workers > 0:
+            raise ValueError(
+                "pipelines > 1 runs the transform inline in each pipeline: set workers to "
+                "0 or 'auto', or pipelines to 1 to use a pool of transform processes"
+            )
+        return self
 
     @model_validator(mode="after")
     def _default_name(self) -> Job:

@@ -343,8 +343,12 @@ def test_unresponsive_host_fails_within_the_connect_timeout() -> None:
     port = listener.getsockname()[1]
     try:
         dsn = f"postgresql://u@127.0.0.1:{port}/db"
+        # No retries: a connect timeout is transient and would otherwise be retried.
         j = pgferry.Job(
-            source={"dsn": dsn, "table": "t"}, target={"dsn": dsn, "table": "t"}, connect_timeout=1
+            source={"dsn": dsn, "table": "t"},
+            target={"dsn": dsn, "table": "t"},
+            connect_timeout=1,
+            max_retries=0,
         )
         start = time.monotonic()
         with pytest.raises(ConnectError, match="no answer within 1 s"):

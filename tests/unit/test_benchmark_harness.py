@@ -372,3 +372,32 @@ def test_describe_detail() -> None:
     )
     assert note == "pgferry rows path, 0 pool workers, 4 batches; busy s: extract 1.23"
     assert report.describe_detail({"path": "pipe", "stages": {}}) == "pgferry pipe path"
+
+
+def test_describe_detail_of_parallel_pipelines() -> None:
+    note = report.describe_detail(
+        {"path": "rows", "workers": 2, "pipelines": 2, "batches": 200, "stages": {}}
+    )
+    assert note == "pgferry rows path, 2 parallel pipelines, 200 batches"
+    # A pool of two, in one pipeline, stays a pool.
+    note = report.describe_detail(
+        {"path": "rows", "workers": 2, "pipelines": 1, "batches": 100, "stages": {}}
+    )
+    assert note == "pgferry rows path, 2 pool workers, 100 batches"
+
+
+def test_ferry_method_reports_how_pgferry_chose_to_run() -> None:
+    import logging
+
+    from benchmarks.methods import ferry
+
+    decisions = ferry._Decisions()
+    for message in (
+        "job j: 2 pipelines over ranges of id (transform 4.2 µs/row incl. decoding, 2 cores)",
+        "created target table x",
+    ):
+        decisions.emit(logging.LogRecord("pgferry", logging.INFO, "", 0, message, None, None))
+    assert decisions.parallel is True
+    assert decisions.messages == [
+        "job j: 2 pipelines over ranges of id (transform 4.2 µs/row incl. decoding, 2 cores)"
+    ]

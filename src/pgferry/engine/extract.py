@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,7 @@ from pgferry.connection import is_transient_pg_error
 from pgferry.errors import ExtractError, PgferryError, TransientExtractError
 from pgferry.result import StageStats
 
-__all__ = ["END", "Batch", "extract_batches", "pipe_out"]
+__all__ = ["END", "Batch", "extract_batches", "pipe_out", "set_snapshot_statement"]
 
 
 @dataclass
@@ -45,6 +46,23 @@ _READ_ERRORS = (
 )
 
 
+_SNAPSHOT_ID = re.compile(r"[0-9A-F]+-[0-9A-F]+(-[0-9]+)?")
+
+
+def set_snapshot_statement(snapshot: str) -> str:
+    """``SET TRANSACTION SNAPSHOT '<id>'`` for an id from ``pg_export_snapshot()``.
+
+    The statement takes no bind parameter, so the id is checked against the server's format
+    (hexadecimal fields) before it becomes part of the text.
+
+    Raises:
+        ValueError: ``snapshot`` is not a snapshot id.
+    """
+    if not _SNAPSHOT_ID.fullmatch(snapshot):
+        raise ValueError(f"not a snapshot id: {snapshot!r}")
+    return f"SET TRANSACTION SNAPSHOT '{snapshot}'"
+
+
 class _End:
     def __repr__(self) -> str:
         return "END"
@@ -70,11 +88,18 @@ async def extract_batches(
     queue: asyncio.Queue[Any],
     stats: StageStats,
     job: str,
+    snapshot: str | None = None,
+    on_snapshot: Callable[[], None] | None = None,
 ) -> int:
     """Read ``query`` with a server-side cursor and put :class:`Batch` objects on ``queue``.
 
     The cursor lives in a ``REPEATABLE READ READ ONLY`` transaction, so every batch comes from
     one snapshot however long the run takes. A full queue blocks the reader (backpressure).
+
+    Args:
+        snapshot: An exported snapshot to read in (``SET TRANSACTION SNAPSHOT``), shared with
+            the other readers of a parallel run.
+        on_snapshot: Called once ``snapshot`` is imported (the exporting transaction may end).
 
     Returns:
         The number of rows read. :data:`END` is put on the queue after the last batch.
@@ -83,6 +108,10 @@ async def extract_batches(
     total = 0
     try:
         async with conn.transaction(isolation="repeatable_read", readonly=True):
+            if snapshot is not None:
+                await conn.execute(set_snapshot_statement(snapshot))
+                if on_snapshot is not None:
+                    on_snapshot()
             cursor = await conn.cursor(query, *args)
             while True:
                 with stats.busy():
@@ -90,8 +119,11 @@ async def extract_batches(
                 if not rows:
                     break
                 total += len(rows)
+                batch = Batch(seq, columns, rows, len(rows))
+                del rows  # the queue holds the batch; nothing here may outlive it
                 with stats.waiting():
-                    await queue.put(Batch(seq, columns, rows, len(rows)))
+                    await queue.put(batch)
+                del batch
                 seq += 1
     except _READ_ERRORS as exc:
         raise extract_failure(exc, job=job, batch=seq) from exc

@@ -17,6 +17,7 @@ import asyncpg
 
 from pgferry import schema, sql
 from pgferry.connection import is_transient_pg_error
+from pgferry.engine import values
 from pgferry.engine.plan import SourcePlan
 from pgferry.engine.replace import ReplacePlan
 from pgferry.errors import LoadError, PgferryError, SchemaError, TransientLoadError
@@ -166,6 +167,7 @@ class Writer:
         self.ready = False
         self._run_tx: Any = None
         self._rejects_total = 0
+        self._json_as_text: values.JsonAsText | None = None
 
     # --- Preparing the target ----------------------------------------------------------------
 
@@ -210,6 +212,34 @@ class Writer:
             if part is not None and part.replace:
                 await self._delete_partition()
         self.ready = True
+
+    async def attach(self, columns: Sequence[str]) -> None:
+        """Write into a target that a parallel run's coordinator prepared (created, checked,
+        or for ``replace`` its shadow): no table is created, no run transaction started."""
+        conn, job = self.conn, self.job
+        if job.target.mode == "replace":
+            self.copy_into = ReplacePlan(self.table, existed=True).shadow
+        self.columns = tuple(columns)
+        described = await schema.describe_table(conn, self.copy_into)
+        if described is None:
+            raise SchemaError(
+                f"target table {self.copy_into} disappeared during the run", job=job.name
+            )
+        self.types = {c.name: c.type for c in described}
+        missing = [c for c in self.columns if c not in self.types]
+        if missing:
+            raise SchemaError(
+                f"target table {self.copy_into} has no column {missing[0]!r}",
+                job=job.name,
+                column=missing[0],
+            )
+        if self.upsert:
+            await self._prepare_upsert()
+        self.ready = True
+
+    async def prepare_rows(self) -> None:
+        """Install the target connection's codecs for writing decoded rows."""
+        self._json_as_text = await values.prepare_target(self.conn, self.columns, self.types)
 
     async def _prepare_upsert(self) -> None:
         key = self.job.upsert_key or []
@@ -266,9 +296,12 @@ class Writer:
             LoadError: The target refused rows past ``max_rejects``, or failed otherwise.
         """
         conn, job = self.conn, self.job
+        batch = list(rows)
+        if self._json_as_text is not None:
+            batch = self._json_as_text(batch)
         try:
             async with conn.transaction():
-                written, refused = await self._write_bisect(seq, list(rows))
+                written, refused = await self._write_bisect(seq, batch)
                 found = [*rejects, *refused]
                 if found:
                     self._check_budget(seq, found)

@@ -16,21 +16,24 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from pgferry import schema, sql
 from pgferry.engine import transform as tf
+from pgferry.engine import values
 from pgferry.engine.extract import END, extract_batches, extract_failure
 from pgferry.engine.load import Reject, Writer, explain_encode_failure, load_failure
 from pgferry.engine.plan import SourcePlan, position_text
 from pgferry.errors import LoadError, PgferryError, SchemaError, TransformError
 from pgferry.result import RunResult
 from pgferry.spec import Job
+
+if TYPE_CHECKING:  # the pool's modules load when a pool starts (import time of pgferry)
+    from concurrent.futures import ProcessPoolExecutor
 
 __all__ = [
     "Progress",
@@ -264,13 +267,24 @@ async def run_rows(
     plan: SourcePlan,
     result: RunResult,
     on_progress: ProgressCallback | None,
+    *,
+    snapshot: str | None = None,
+    prepared: Sequence[str] | None = None,
+    on_snapshot: Callable[[], None] | None = None,
 ) -> None:
     """Cursor → transform → writer, with bounded queues and in-order commits.
 
     Without a transform (the fallback from the pipe, to isolate bad rows), rows pass through
     as they were decoded.
+
+    Args:
+        snapshot: Read in this exported snapshot (a pipeline of a parallel run).
+        prepared: The target was prepared by the coordinator of a parallel run: the columns
+            to write, in order.
+        on_snapshot: Called once the reader's transaction has imported ``snapshot``.
     """
     _check_row_path_types(job, plan)
+    await values.prepare_source(src)
     fn = tf.load_transform(job.transform) if job.transform is not None else None
     is_batch = fn is not None and tf.is_batch_transform(fn)
     names = tuple(c.name for c in plan.columns)
@@ -337,7 +351,7 @@ async def run_rows(
                 fut.set_result((out_cols, out_rows, 0.0, rejects or []))
                 if workers is None:
                     use, why = tf.measure_pool_benefit(
-                        elapsed, batch.columns, [tuple(r) for r in batch.rows], out_rows
+                        elapsed, batch.columns, list(map(tuple, batch.rows)), out_rows
                     )
                     if use:
                         start_pool_or_inline(tf.default_pool_size(), why)
@@ -345,13 +359,19 @@ async def run_rows(
                         workers = 0
                         log.info("job %s: transform inline (%s)", job.name, why)
                     result.workers = workers or 0
+                del out_cols, out_rows, rejects
             else:
-                rows = [tuple(r) for r in batch.rows]
+                rows = list(map(tuple, batch.rows))
                 fut = asyncio.ensure_future(
                     loop.run_in_executor(pool, tf.run_in_worker, batch.columns, rows, key, collect)
                 )
+                del rows
+            item = (batch.seq, batch.rows_read, position, fut)
+            # Only the queue holds the batch from here: memory is bounded by the queues.
+            del batch, fut
             with ts.waiting():
-                await done.put((batch.seq, batch.rows_read, position, fut))
+                await done.put(item)
+            del item
         await done.put(END)
 
     async def load_stage() -> None:
@@ -364,7 +384,7 @@ async def run_rows(
                 seq, rows_read, position, fut = item
                 try:
                     out_cols, out_rows, worker_cpu, t_rejects = await fut
-                except BrokenProcessPool as exc:
+                except BrokenExecutor as exc:  # BrokenProcessPool
                     raise TransformError(
                         "a transform worker process died (killed, or out of memory)",
                         job=job.name,
@@ -377,11 +397,15 @@ async def run_rows(
                 ("transform", cls, message, None, row) for cls, message, row in t_rejects
             ]
             if out_cols is not None and not writer.ready:
-                incoming = schema.output_columns(
-                    out_cols, out_rows, plan.columns, job.target.columns
-                )
-                typed = {c.name for c in plan.columns} | set(job.target.columns)
-                await writer.prepare(incoming, typed & set(out_cols))
+                if prepared is not None:
+                    await writer.attach(prepared)
+                else:
+                    incoming = schema.output_columns(
+                        out_cols, out_rows, plan.columns, job.target.columns
+                    )
+                    typed = {c.name for c in plan.columns} | set(job.target.columns)
+                    await writer.prepare(incoming, typed & set(out_cols))
+                await writer.prepare_rows()
                 canonical = writer.columns
             if out_cols is not None and out_cols != canonical:
                 assert canonical is not None
@@ -406,6 +430,8 @@ async def run_rows(
             else:
                 result.rows_read += rows_read
                 result.rows_rejected += len(rejects)
+            # The batch is committed: let it go before waiting for the next one.
+            del item, fut, out_rows, rejects, t_rejects
             if on_progress is not None:
                 on_progress(
                     Progress(result.rows_read, result.rows_written, 0, plan.estimate, "rows")
@@ -421,6 +447,8 @@ async def run_rows(
             queue=raw,
             stats=result.stages["extract"],
             job=job.name,
+            snapshot=snapshot,
+            on_snapshot=on_snapshot,
         )
 
     try:

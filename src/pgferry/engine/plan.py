@@ -21,7 +21,10 @@ from pgferry.schema import Column
 from pgferry.spec import Job
 from pgferry.state import LedgerEntry
 
-__all__ = ["SourcePlan", "plan_source", "position_text"]
+__all__ = ["PIPELINES_MARKER", "SourcePlan", "plan_source", "position_text"]
+
+PIPELINES_MARKER = "pgferry:pipelines"
+"""First value of a ledger ``progress`` that records the key ranges of a parallel run."""
 
 
 @dataclass
@@ -219,6 +222,8 @@ async def plan_source(conn: asyncpg.Connection, job: Job, ledger: LedgerEntry | 
         plan.position_columns = list(key)
         types = _require(columns, key, "as the key", job)
         start = ledger.progress if ledger else None
+        if start and start[0] == PIPELINES_MARKER:
+            start = None  # ranges of a parallel run: engine.parallel continues them
         if start is not None and len(start) == len(types):
             first = len(args) + 1
             args += start

@@ -11,16 +11,21 @@ row records the outcome.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime as dt
+import gc
 import logging
 import random
+import threading
 import time
+from collections.abc import Iterator
 
 import asyncpg
 
 from pgferry import schema
 from pgferry.connection import close_quietly, connect, is_transient_pg_error
+from pgferry.engine import parallel
 from pgferry.engine.load import Writer
 from pgferry.engine.pipeline import (
     ProgressCallback,
@@ -29,11 +34,11 @@ from pgferry.engine.pipeline import (
     run_rows,
     sync_deletes,
 )
-from pgferry.engine.plan import plan_source
-from pgferry.errors import PgferryError, Transient, TransientError
+from pgferry.engine.plan import SourcePlan, plan_source
+from pgferry.errors import PgferryError, SchemaError, Transient, TransientError
 from pgferry.result import RunResult
 from pgferry.spec import Job
-from pgferry.state import ConcurrentRunError, StateStore
+from pgferry.state import ConcurrentRunError, LedgerEntry, StateStore
 
 __all__ = ["run_async"]
 
@@ -64,6 +69,35 @@ def _as_pgferry_error(exc: Exception, job: Job) -> PgferryError:
     return cls(f"{type(exc).__name__}: {exc}", job=job.name)
 
 
+_gc_lock = threading.Lock()
+_gc_users = 0
+_gc_saved: tuple[int, int, int] | None = None
+# Rows are young container objects by the hundred thousand (records, tuples, dicts): with the
+# default thresholds (700, 10, 10) the cyclic collector ran so often that it took a quarter
+# of the row path's CPU, walking batches that reference counting frees anyway. While a run is
+# active, collections happen every 100,000 allocations instead; cycles are still collected.
+_GC_THRESHOLDS = (100_000, 50, 100)
+
+
+@contextlib.contextmanager
+def relaxed_gc() -> Iterator[None]:
+    """Raise the garbage collector's thresholds while at least one run is active."""
+    global _gc_users, _gc_saved
+    with _gc_lock:
+        if _gc_users == 0:
+            _gc_saved = gc.get_threshold()
+            gc.set_threshold(*(max(a, b) for a, b in zip(_gc_saved, _GC_THRESHOLDS, strict=True)))
+        _gc_users += 1
+    try:
+        yield
+    finally:
+        with _gc_lock:
+            _gc_users -= 1
+            if _gc_users == 0 and _gc_saved is not None:
+                gc.set_threshold(*_gc_saved)
+                _gc_saved = None
+
+
 async def run_async(job: Job, *, on_progress: ProgressCallback | None = None) -> RunResult:
     """Run one job to completion, retrying transient failures.
 
@@ -79,6 +113,11 @@ async def run_async(job: Job, *, on_progress: ProgressCallback | None = None) ->
         PgferryError: The run failed; ``exc.result`` holds the failed :class:`RunResult` and
             nothing already committed was lost.
     """
+    with relaxed_gc():
+        return await _run(job, on_progress)
+
+
+async def _run(job: Job, on_progress: ProgressCallback | None) -> RunResult:
     result = RunResult(job=job.name, mode=job.target.mode, started_at=_utcnow())
     partition = job.partition.name if job.partition else ""
     result.partition = partition
@@ -210,8 +249,10 @@ async def _attempt(
     writer: Writer | None = None
     before = dataclasses.replace(result, stages=dict(result.stages))
     try:
-        src = await _connect(job, "source", codecs=row_path)
-        tgt = await _connect(job, "target", codecs=row_path)
+        # The row path installs its codecs once it knows the columns (engine.values).
+        src = await _connect(job, "source")
+        tgt = await _connect(job, "target")
+        await parallel.no_pipelines(tgt, job)
         ledger = await store.read(tgt, job.name, result.partition)
         plan = await plan_source(src, job, ledger)
         if plan.start is not None and plan.position_kind == "progress":
@@ -219,14 +260,16 @@ async def _attempt(
                 "job %s: an earlier run stopped part-way; continuing after %s", job.name, plan.start
             )
         writer = Writer(job, tgt, store, result, plan)
-        if row_path:
-            await run_rows(job, src, writer, plan, result, on_progress)
-        else:
-            await run_pipe(job, src, writer, plan, result, on_progress)
-        if writer.ready:
-            await writer.finish()
-        elif job.target.mode == "replace":
-            await _replace_with_nothing(job, writer)
+        if not await _parallel(job, src, writer, plan, ledger, row_path and not force_rows,
+                               result, on_progress):  # fmt: skip
+            if row_path:
+                await run_rows(job, src, writer, plan, result, on_progress)
+            else:
+                await run_pipe(job, src, writer, plan, result, on_progress)
+            if writer.ready:
+                await writer.finish()
+            elif job.target.mode == "replace":
+                await _replace_with_nothing(job, writer)
         if job.target.sync_deletes:
             await sync_deletes(job, src, writer, plan, result)
     except BaseException:
@@ -240,6 +283,46 @@ async def _attempt(
     finally:
         await close_quietly(src)
         await close_quietly(tgt)
+
+
+async def _parallel(
+    job: Job,
+    src: asyncpg.Connection,
+    writer: Writer,
+    plan: SourcePlan,
+    ledger: LedgerEntry | None,
+    transform: bool,
+    result: RunResult,
+    on_progress: ProgressCallback | None,
+) -> bool:
+    """Run the rows through parallel pipelines where the job allows and it pays; finish the
+    ranges of an earlier parallel run that stopped part-way. ``False``: nothing was done."""
+    ranges = parallel.parse_marker(ledger.progress if ledger is not None else None)
+    if ranges is not None and plan.position_kind != "progress":
+        # An upsert or replace run that failed: it starts over, its ranges are forgotten.
+        await parallel.forget_ranges(writer.conn, writer.store, job, writer.partition, result,
+                                     ranges)  # fmt: skip
+        ranges = None
+    why = parallel.why_not_parallel(job, plan) if transform else "no transform"
+    if ranges is not None:
+        if [ranges.column] != job.read_key:
+            raise SchemaError(
+                f"an earlier parallel run stopped part-way over ranges of {ranges.column!r}, "
+                f"but the job's key is now {job.read_key}; run `pgferry reset` for this job",
+                job=job.name,
+            )
+        if why is None and await parallel.run_parallel(
+            job, src, writer, plan, ranges, result, on_progress
+        ):
+            return True
+        await parallel.resume_in_process(job, writer, ranges, result, plan.estimate, on_progress)
+        return True
+    if why is None:
+        ran: bool = await parallel.run_parallel(job, src, writer, plan, None, result, on_progress)
+        return ran
+    if transform and isinstance(job.pipelines, int) and job.pipelines > 1:
+        log.warning("job %s: one pipeline, not %d: %s", job.name, job.pipelines, why)
+    return False
 
 
 async def _replace_with_nothing(job: Job, writer: Writer) -> None:

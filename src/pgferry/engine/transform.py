@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import importlib
 import logging
-import multiprocessing
+import operator
 import os
 import pickle
 import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from typing import Any, TypeVar
+from itertools import repeat
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pgferry.errors import ConfigError, TransformError
+
+if TYPE_CHECKING:  # imported when a pool starts: not every run pays for multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
 
 __all__ = ["apply_transform", "batch_transform", "load_transform"]
 
@@ -128,9 +131,8 @@ def apply_transform(
     Raises:
         TransformError: The function raised or returned something that is not a row.
     """
-    dicts = [dict(zip(columns, row, strict=True)) for row in rows]
-    results: list[Any]
     if is_batch:
+        dicts = _as_dicts(columns, rows)
         try:
             produced = fn(dicts) if rejects is None else _batch_isolating(fn, dicts, rejects)
         except Exception as exc:
@@ -142,36 +144,107 @@ def apply_transform(
                 f"batch transform {_name(fn)} returned {type(produced).__name__}; "
                 "expected a list of rows"
             )
+        del dicts
         results = list(produced)
-    else:
-        results = []
-        append = results.append
-        for index, row in enumerate(dicts):
-            try:
-                out = fn(row)
-            except Exception as exc:
-                if rejects is not None:
-                    rejects.append((type(exc).__name__, str(exc), row))
-                    continue
+        return _as_tuples(fn, results, None) if results else (None, [])
+    # Row by row, a chunk at a time: the input dicts and the output mappings of one chunk
+    # exist at once, not those of the whole batch (a third of a pipeline's memory otherwise).
+    out_cols: Columns | None = None
+    out_rows: Rows = []
+    for offset in range(0, len(rows), _CHUNK):
+        chunk = _as_dicts(columns, rows[offset : offset + _CHUNK])
+        results = _call_per_row(fn, chunk, offset, key, rejects)
+        del chunk
+        if results:
+            out_cols, tuples = _as_tuples(fn, results, out_cols)
+            out_rows += tuples
+    return out_cols, out_rows
+
+
+_CHUNK = 1_000
+
+
+def _as_dicts(columns: Columns, rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+    # One dict per row, built by C-level loops (about half the cost of a comprehension).
+    return list(map(dict, map(zip, repeat(columns), rows)))
+
+
+def _call_per_row(
+    fn: Callable[..., Any],
+    dicts: list[dict[str, Any]],
+    offset: int,
+    key: Sequence[str] | None,
+    rejects: list[TransformReject] | None,
+) -> list[Any]:
+    """``fn`` on every row (``offset``: index of the first in the batch, for messages)."""
+    results: list[Any] = []
+    start = 0
+    while start < len(dicts):
+        # list.extend keeps what it appended before an exception, so the failing row is the
+        # next one: the loop runs in C and still knows which row raised.
+        done = len(results)
+        try:
+            results.extend(map(fn, dicts[start:] if start else dicts))
+            break
+        except Exception as exc:
+            index = start + len(results) - done
+            row = dicts[index]
+            if rejects is None:
                 raise TransformError(
                     f"transform {_name(fn)} raised {type(exc).__name__}: {exc} "
-                    f"(at {_describe_row(row, index, key)})"
+                    f"(at {_describe_row(row, offset + index, key)})"
                 ) from exc
-            if out is None:
-                continue
-            if isinstance(out, list | tuple):
-                results.extend(out)
-            else:
-                append(out)
-    if not results:
-        return None, []
+            rejects.append((type(exc).__name__, str(exc), row))
+            start = index + 1
+    return results
+
+
+def _flatten(results: list[Any]) -> list[Any]:
+    """Drop ``None`` results, spread out list and tuple results (fan-out)."""
+    out: list[Any] = []
+    append, extend = out.append, out.extend
+    for res in results:
+        if res is None:
+            continue
+        if isinstance(res, list | tuple):
+            extend(res)
+        else:
+            append(res)
+    return out
+
+
+def _as_tuples(
+    fn: Callable[..., Any], results: list[Any], out_cols: Columns | None
+) -> tuple[Columns | None, Rows]:
+    """Output rows as tuples in ``out_cols`` order (default: the first row's keys).
+
+    ``results`` are the transform's results, one per input row for a row transform: ``None``
+    and lists are dropped and spread out here.
+    """
     first = results[0]
-    if not isinstance(first, Mapping):
-        raise TransformError(
-            f"transform {_name(fn)} returned {type(first).__name__}; expected a mapping "
-            "(column name to value), None, or a list of mappings"
-        )
-    out_cols: Columns = tuple(first.keys())
+    if out_cols is None and type(first) is dict:
+        out_cols = tuple(first)
+    if out_cols is not None and len(out_cols) > 1:
+        # The common case: a plain dict per row, with as many keys as the first. Values are
+        # taken by name (a row whose keys come in another order still lands in the right
+        # columns); anything else (None, a list, a missing name) raises and takes the
+        # general loop below, which says what is wrong.
+        try:
+            if set(map(len, results)) == {len(out_cols)}:
+                return out_cols, list(map(operator.itemgetter(*out_cols), results))
+        except (TypeError, KeyError):
+            pass
+    results = _flatten(results)
+    if not results:
+        return out_cols, []
+    if out_cols is None:
+        first = results[0]
+        if not isinstance(first, Mapping):
+            raise TransformError(
+                f"transform {_name(fn)} returned {type(first).__name__}; expected a mapping "
+                "(column name to value), None, or a list of mappings"
+            )
+        out_cols = tuple(first.keys())
     width = len(out_cols)
     out_rows: Rows = []
     for res in results:
@@ -249,6 +322,8 @@ def run_in_worker(
 
 def can_start_pool() -> str | None:
     """``None`` if a process pool can start here, else the reason why not."""
+    import multiprocessing
+
     if multiprocessing.current_process().daemon:
         return "this is a daemonic process, which may not have children"
     return None
@@ -261,6 +336,9 @@ def start_pool(import_path: str, workers: int) -> ProcessPoolExecutor:
     sockets that a forked child must not inherit. ``sys.path`` travels with spawn, so a
     transform beside the job file is found.
     """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
     ctx = multiprocessing.get_context("spawn")
     return ProcessPoolExecutor(
         max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(import_path,)
@@ -271,6 +349,9 @@ def default_pool_size() -> int:
     """Workers for ``workers: auto``: leave one core for the main process's decode and COPY."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return max(1, min((cores or 1) - 1, 8))
+
+
+_PICKLE_SAMPLE = 1_000
 
 
 def measure_pool_benefit(
@@ -287,10 +368,14 @@ def measure_pool_benefit(
     """
     if not rows:
         return False, "first batch was empty"
+    # A sample is enough to price the serialisation, and pickling a whole batch both ways
+    # would cost as much as transforming it again.
+    n_in = min(len(rows), _PICKLE_SAMPLE)
+    n_out = min(len(out_rows), max(1, round(len(out_rows) * n_in / len(rows))))
     start = time.perf_counter()
-    pickle.loads(pickle.dumps((columns, rows), protocol=pickle.HIGHEST_PROTOCOL))
-    pickle.loads(pickle.dumps(out_rows, protocol=pickle.HIGHEST_PROTOCOL))
-    ser = (time.perf_counter() - start) / len(rows)
+    pickle.loads(pickle.dumps((columns, rows[:n_in]), protocol=pickle.HIGHEST_PROTOCOL))
+    pickle.loads(pickle.dumps(out_rows[:n_out], protocol=pickle.HIGHEST_PROTOCOL))
+    ser = (time.perf_counter() - start) / n_in
     per_row = transform_seconds / len(rows)
     use = per_row > 2 * ser and default_pool_size() >= 1 and (os.cpu_count() or 1) >= 2
     why = (

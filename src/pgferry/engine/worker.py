@@ -1,0 +1,251 @@
+"""One range of a parallel run: a complete reader → transform → loader pipeline.
+
+A parallel run (:mod:`pgferry.engine.parallel`) splits the key into ranges and runs each range
+through :func:`run_range`, the same stages as a single pipeline: its own source connection reading
+inside the coordinator's exported snapshot, the transform inline, its own target connection
+committing each batch with the range's own ledger row. No row crosses a process boundary.
+
+The coordinator runs one range in its own process and each other range in a worker process
+(:func:`main`), which reads a :class:`RangeTask` as one JSON line on stdin
+and writes events as JSON lines on a pipe of its own (the transform may print to stdout):
+
+* ``{"event": "ready"}`` once the snapshot is imported;
+* ``{"event": "batch", "rows_read": …, "rows_written": …, …}`` after every committed batch
+  (the range's totals so far);
+* ``{"event": "log", "level": …, "message": …}`` for pgferry's log records;
+* ``{"event": "done", "stages": …}`` at the end, or ``{"event": "error", "error": …}`` with the
+  pickled :class:`~pgferry.errors.PgferryError`.
+
+A worker dies with its parent (``PR_SET_PDEATHSIG`` on Linux, and an end-of-file on stdin
+anywhere), ignores Ctrl-C (the coordinator decides) and, on SIGTERM, rolls back the batch in
+flight and exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import pickle
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import asyncpg
+
+from pgferry.connection import close_quietly, connect, is_transient_pg_error
+from pgferry.engine.load import Writer
+from pgferry.engine.pipeline import Progress, run_rows
+from pgferry.engine.plan import plan_source
+from pgferry.errors import PgferryError, TransientError
+from pgferry.result import RunResult
+from pgferry.spec import Job
+from pgferry.state import StateStore
+
+__all__ = ["RangeTask", "as_pgferry_error", "hold_pipelines_lock", "run_range"]
+
+log = logging.getLogger("pgferry")
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class RangeTask:
+    """What one pipeline of a parallel run needs, as plain data.
+
+    Attributes:
+        job: The job as ``Job.model_dump(mode="json")``, with the range as its ``partition``
+            (whose name is the range's ledger row), ``workers: 0`` and ``pipelines: 1``.
+        snapshot: The coordinator's exported snapshot.
+        columns: The target columns, in order (the coordinator prepared the target).
+        run_id: The run's id, recorded with the range's ledger row.
+        lock: The advisory lock every pipeline of the job holds in shared mode while it runs.
+        sys_path: The coordinator's ``sys.path`` (to import the transform as it did).
+        parent: The coordinator's pid: a worker whose parent is already gone stops at once.
+        log_level: The coordinator's effective level for the ``pgferry`` logger.
+    """
+
+    job: dict[str, Any]
+    snapshot: str
+    columns: list[str]
+    run_id: str
+    lock: str
+    sys_path: list[str]
+    parent: int
+    log_level: int = logging.WARNING
+
+
+def as_pgferry_error(exc: BaseException, job: str) -> PgferryError:
+    """``exc`` as a :class:`PgferryError` (transient where a retry may help)."""
+    if isinstance(exc, PgferryError):
+        return exc.with_context(job=job)
+    cls = TransientError if is_transient_pg_error(exc) else PgferryError
+    return cls(f"{type(exc).__name__}: {exc}", job=job)
+
+
+async def hold_pipelines_lock(conn: asyncpg.Connection, lock: str) -> None:
+    """Hold ``lock`` in shared mode for the life of ``conn`` (see ``parallel.no_pipelines``)."""
+    await conn.execute("SELECT pg_advisory_lock_shared(hashtextextended($1, 0))", lock)
+
+
+async def run_range(job: Job, task: RangeTask, emit: Emit) -> None:
+    """Run one range of a parallel run to its end, emitting events; raises on failure."""
+    assert job.partition is not None
+    result = RunResult(job=job.name, run_id=task.run_id, mode=job.target.mode)
+    result.partition = job.partition.name
+    store = StateStore(job.state_schema)
+    src = tgt = None
+
+    def on_progress(_: Progress) -> None:
+        emit(
+            {
+                "event": "batch",
+                "rows_read": result.rows_read,
+                "rows_written": result.rows_written,
+                "rows_rejected": result.rows_rejected,
+                "batches": result.batches,
+            }
+        )
+
+    try:
+        src = await connect(
+            job.source.dsn,
+            role="source",
+            job=job.name,
+            timeout=job.connect_timeout,
+            statement_timeout=job.statement_timeout,
+        )
+        tgt = await connect(
+            job.target.dsn,
+            role="target",
+            job=job.name,
+            timeout=job.connect_timeout,
+            statement_timeout=job.statement_timeout,
+        )
+        await hold_pipelines_lock(tgt, task.lock)
+        ledger = await store.read(tgt, job.name, result.partition)
+        plan = await plan_source(src, job, ledger)
+        writer = Writer(job, tgt, store, result, plan)
+        await run_rows(
+            job,
+            src,
+            writer,
+            plan,
+            result,
+            on_progress,
+            snapshot=task.snapshot or None,
+            prepared=task.columns or None,
+            on_snapshot=lambda: emit({"event": "ready"}),
+        )
+        emit(
+            {
+                "event": "done",
+                "stages": {k: [s.busy_s, s.wait_s] for k, s in result.stages.items()},
+            }
+        )
+    finally:
+        await close_quietly(src)
+        await close_quietly(tgt)
+
+
+# --- The worker process ----------------------------------------------------------------------
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (no-op elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import ctypes.util
+
+    with contextlib.suppress(OSError, AttributeError, TypeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+
+
+class _Forward(logging.Handler):
+    def __init__(self, emit: Emit) -> None:
+        super().__init__()
+        self._emit = emit
+
+    def emit(self, record: logging.LogRecord) -> None:
+        with contextlib.suppress(Exception):
+            self._emit({"event": "log", "level": record.levelno, "message": record.getMessage()})
+
+
+async def _main_async(task: RangeTask, emit: Emit) -> None:
+    loop = asyncio.get_running_loop()
+    current = asyncio.current_task()
+    assert current is not None
+    loop.add_signal_handler(signal.SIGTERM, current.cancel)
+
+    async def watch_parent() -> None:
+        # End of file on stdin: the coordinator is gone (its end of the pipe closed).
+        reader = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        await reader.read()
+        current.cancel()
+
+    watcher = asyncio.create_task(watch_parent())
+    try:
+        job = Job.from_dict(task.job)
+        await run_range(job, task, emit)
+    finally:
+        watcher.cancel()
+
+
+def main() -> int:
+    """Entry point of a worker process; exit code 0 on success."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+    # Events go to a pipe of their own; whatever the transform prints goes to stderr.
+    events = os.fdopen(os.dup(sys.stdout.fileno()), "wb", buffering=0)
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    line = sys.stdin.buffer.readline()
+    if not line:
+        return 3
+    task = RangeTask(**json.loads(line))
+    if os.getppid() != task.parent:
+        return 3  # the coordinator died before this process could follow it
+
+    def emit(event: dict[str, Any]) -> None:
+        events.write(json.dumps(event, default=str).encode() + b"\n")
+
+    sys.path[:] = task.sys_path
+    logger = logging.getLogger("pgferry")
+    logger.setLevel(task.log_level)
+    logger.addHandler(_Forward(emit))
+    logger.propagate = False
+    from pgferry import _loop_factory
+    from pgferry.engine.run import relaxed_gc
+
+    job_name = str(task.job.get("name", ""))
+    try:
+        with relaxed_gc(), asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            runner.run(_main_async(task, emit))
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        return 4
+    except BaseException as exc:
+        err = as_pgferry_error(exc, job_name)
+        try:
+            payload = base64.b64encode(pickle.dumps(err)).decode()
+        except Exception:
+            payload = base64.b64encode(pickle.dumps(PgferryError(str(err), job=job_name))).decode()
+        emit({"event": "error", "error": payload})
+        return 1
+    return 0
+
+
+def task_json(task: RangeTask) -> bytes:
+    """The line a worker reads on stdin."""
+    return json.dumps(asdict(task), default=str).encode() + b"\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
