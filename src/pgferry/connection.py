@@ -367,6 +367,7 @@ async def connect(
     timeout: float,
     statement_timeout: float | None = None,
     codecs: bool = False,
+    purpose: str | None = None,
 ) -> asyncpg.Connection:
     """Open a connection, failing within ``timeout`` seconds with a message naming the server.
 
@@ -386,7 +387,9 @@ async def connect(
     if not dsn:
         raise ConfigError(f"no {role} DSN given", job=job)
     shown = mask_dsn(dsn)
-    settings = {"application_name": f"pgferry:{job}"[:63]}
+    # The purpose (reader, loader, control…) tells a DBA which connection is which.
+    label = f"pgferry:{job}" + (f":{purpose}" if purpose else "")
+    settings = {"application_name": label[:63]}
     if statement_timeout is not None:
         settings["statement_timeout"] = str(int(statement_timeout * 1000))
     try:

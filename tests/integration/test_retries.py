@@ -39,8 +39,8 @@ def terminate_when(
 @pytest.mark.parametrize(
     ("side", "condition"),
     [
-        ("target", "query LIKE 'COPY%'"),  # the loader, in the middle of a batch
-        ("source", "true"),  # the reader (its only connection to the source)
+        ("target", "application_name LIKE '%:loader'"),  # the loader, between or in batches
+        ("source", "application_name LIKE '%:reader'"),  # the reader
     ],
 )
 @pytest.mark.parametrize("mode", ["append", "upsert"])

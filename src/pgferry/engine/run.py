@@ -49,7 +49,9 @@ def _utcnow() -> str:
     return dt.datetime.now(dt.UTC).isoformat()
 
 
-async def _connect(job: Job, role: str, codecs: bool = False) -> asyncpg.Connection:
+async def _connect(
+    job: Job, role: str, codecs: bool = False, purpose: str | None = None
+) -> asyncpg.Connection:
     side = job.source if role == "source" else job.target
     return await connect(
         side.dsn,
@@ -58,6 +60,7 @@ async def _connect(job: Job, role: str, codecs: bool = False) -> asyncpg.Connect
         timeout=job.connect_timeout,
         statement_timeout=job.statement_timeout,
         codecs=codecs,
+        purpose=purpose,
     )
 
 
@@ -201,7 +204,7 @@ async def _open_control(job: Job, store: StateStore, partition: str) -> asyncpg.
         attempt += 1
         conn: asyncpg.Connection | None = None
         try:
-            conn = await _connect(job, "target")
+            conn = await _connect(job, "target", purpose="control")
             await store.ensure(conn)
             await store.lock(conn, job.name, partition, job.lock_wait)
             return conn
@@ -250,8 +253,8 @@ async def _attempt(
     before = dataclasses.replace(result, stages=dict(result.stages))
     try:
         # The row path installs its codecs once it knows the columns (engine.values).
-        src = await _connect(job, "source")
-        tgt = await _connect(job, "target")
+        src = await _connect(job, "source", purpose="reader")
+        tgt = await _connect(job, "target", purpose="loader")
         await parallel.no_pipelines(tgt, job)
         ledger = await store.read(tgt, job.name, result.partition)
         plan = await plan_source(src, job, ledger)

@@ -119,6 +119,7 @@ async def run_range(job: Job, task: RangeTask, emit: Emit) -> None:
             job=job.name,
             timeout=job.connect_timeout,
             statement_timeout=job.statement_timeout,
+            purpose="reader",
         )
         tgt = await connect(
             job.target.dsn,
@@ -126,6 +127,7 @@ async def run_range(job: Job, task: RangeTask, emit: Emit) -> None:
             job=job.name,
             timeout=job.connect_timeout,
             statement_timeout=job.statement_timeout,
+            purpose="loader",
         )
         await hold_pipelines_lock(tgt, task.lock)
         ledger = await store.read(tgt, job.name, result.partition)
