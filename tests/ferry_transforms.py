@@ -5,28 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from pgferry import batch_transform
+from pgferry import demo
 
-
-def split_name(row: dict[str, Any]) -> dict[str, Any]:
-    """The standard benchmark transform."""
-    first, _, last = row["name"].partition(" ")
-    return {
-        "id": row["id"],
-        "first_name": first,
-        "last_name": last,
-        "age": row["age"],
-        "email": row["email"],
-        "created_at": row["created_at"],
-        "score": row["score"],
-        "payload": row["payload"],
-    }
-
-
-@batch_transform
-def split_name_batch(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The standard transform as a batch transform."""
-    return [split_name(r) for r in rows]
+# The standard benchmark transform, as pgferry ships it for the demo.
+split_name = demo.split_name
+split_name_batch = demo.split_name_batch
 
 
 def identity(row: dict[str, Any]) -> dict[str, Any]:

@@ -69,3 +69,11 @@ def dsn_with_database(dsn: str, database: str) -> str:
     if parts.scheme not in ("postgresql", "postgres"):
         raise ValueError("expected a DSN of the form postgresql://user@host:port/database")
     return urllib.parse.urlunsplit(parts._replace(path="/" + urllib.parse.quote(database, safe="")))
+
+
+def load_workload(dsn: str, rows: int) -> None:
+    """Create the standard workload (``bench_src``, ``bench_expected``) with ``rows`` rows."""
+    from pgferry.demo import workload_statements
+
+    for statement in workload_statements(rows):
+        execute(dsn, statement)

@@ -235,7 +235,7 @@ def test_transient_failure_is_retried_and_resumes_from_the_ledger(dbs: Databases
             execute(
                 dbs.target,
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE application_name = 'pgferry:flaky' AND pid <> pg_backend_pid()",
+                "WHERE application_name LIKE 'pgferry:flaky:%' AND pid <> pg_backend_pid()",
             )
         return dict(row)
 

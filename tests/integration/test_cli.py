@@ -11,15 +11,9 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import Databases, execute, fetchval
-from pgferry.demo import workload_statements
+from helpers import Databases, fetchval, load_workload
 
 PGFERRY = [sys.executable, "-m", "pgferry"]
-
-
-def load_workload(dsn: str, rows: int) -> None:
-    for statement in workload_statements(rows):
-        execute(dsn, statement)
 
 
 def pgferry(

@@ -10,8 +10,7 @@ import time
 import pytest
 
 import pgferry
-from helpers import Databases, execute, fetch, fetchval
-from pgferry.demo import workload_statements
+from helpers import Databases, execute, fetch, fetchval, load_workload
 from pgferry.errors import (
     ConfigError,
     ConnectError,
@@ -19,11 +18,6 @@ from pgferry.errors import (
     TransformError,
     Transient,
 )
-
-
-def load_workload(dsn: str, rows: int) -> None:
-    for statement in workload_statements(rows):
-        execute(dsn, statement)
 
 
 def job(dbs: Databases, **kw: object) -> pgferry.Job:

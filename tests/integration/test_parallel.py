@@ -22,8 +22,7 @@ import psutil
 import pytest
 
 import pgferry
-from helpers import Databases, execute, fetch, fetchval
-from pgferry.demo import workload_statements
+from helpers import Databases, execute, fetch, fetchval, load_workload
 from pgferry.engine import parallel
 
 ROWS = 12_000
@@ -53,11 +52,6 @@ def par_transforms(
     directory = tmp_path_factory.mktemp("par_transforms")
     (directory / "par_transforms.py").write_text(TRANSFORMS)
     monkeypatch.syspath_prepend(str(directory))
-
-
-def load_workload(dsn: str, rows: int) -> None:
-    for statement in workload_statements(rows):
-        execute(dsn, statement)
 
 
 def job(dbs: Databases, **kw: Any) -> pgferry.Job:

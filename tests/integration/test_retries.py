@@ -8,13 +8,7 @@ import time
 import pytest
 
 import pgferry
-from helpers import Databases, execute, fetch, fetchval
-from pgferry.demo import workload_statements
-
-
-def load_workload(dsn: str, rows: int) -> None:
-    for statement in workload_statements(rows):
-        execute(dsn, statement)
+from helpers import Databases, execute, fetch, fetchval, load_workload
 
 
 def terminate_when(
