@@ -77,3 +77,14 @@ def load_workload(dsn: str, rows: int) -> None:
 
     for statement in workload_statements(rows):
         execute(dsn, statement)
+
+
+def differences(dsn: str, target: str = "people", expected: str = "bench_expected") -> int:
+    """Rows in one table but not the other (EXCEPT ALL both ways, counting duplicates)."""
+    value: int = fetchval(
+        dsn,
+        f"SELECT (SELECT count(*) FROM (SELECT * FROM {target} EXCEPT ALL "
+        f"SELECT * FROM {expected}) a) + (SELECT count(*) FROM (SELECT * FROM {expected} "
+        f"EXCEPT ALL SELECT * FROM {target}) b)",
+    )
+    return value

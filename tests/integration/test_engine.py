@@ -10,7 +10,7 @@ import time
 import pytest
 
 import pgferry
-from helpers import Databases, execute, fetch, fetchval, load_workload
+from helpers import Databases, differences, execute, fetch, fetchval, load_workload
 from pgferry.errors import (
     ConfigError,
     ConnectError,
@@ -31,16 +31,6 @@ def job(dbs: Databases, **kw: object) -> pgferry.Job:
         else:
             data[k] = v
     return pgferry.Job.from_dict(data)
-
-
-def differences(dsn: str, target: str = "people", expected: str = "bench_expected") -> int:
-    """Rows in one side but not the other (EXCEPT both ways, counting duplicates)."""
-    return fetchval(
-        dsn,
-        f"SELECT (SELECT count(*) FROM (SELECT * FROM {target} EXCEPT ALL "
-        f"SELECT * FROM {expected}) a) + (SELECT count(*) FROM (SELECT * FROM {expected} "
-        f"EXCEPT ALL SELECT * FROM {target}) b)",
-    )
 
 
 @pytest.mark.parametrize("batch_size", [1, 7, 10_000])

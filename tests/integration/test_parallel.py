@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 import pgferry
-from helpers import Databases, execute, fetch, fetchval, load_workload
+from helpers import Databases, differences, execute, fetch, fetchval, load_workload
 from pgferry.engine import parallel
 
 ROWS = 12_000
@@ -70,16 +70,6 @@ def job(dbs: Databases, **kw: Any) -> pgferry.Job:
         else:
             data[k] = v
     return pgferry.Job.from_dict(data)
-
-
-def differences(dsn: str, target: str = "people", expected: str = "bench_expected") -> int:
-    """Rows in one side but not the other (EXCEPT ALL both ways)."""
-    return fetchval(
-        dsn,
-        f"SELECT (SELECT count(*) FROM (SELECT * FROM {target} EXCEPT ALL SELECT * FROM "
-        f"{expected}) a) + (SELECT count(*) FROM (SELECT * FROM {expected} EXCEPT ALL "
-        f"SELECT * FROM {target}) b)",
-    )
 
 
 def ledger(dsn: str, name: str = "par") -> list[tuple[Any, ...]]:
