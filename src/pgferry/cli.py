@@ -120,6 +120,8 @@ def summary_table(result: RunResult) -> Table:
         ("duration", f"{result.duration_s:.2f} s"),
         ("throughput", f"{result.rows_per_second:,.0f} rows/s"),
     ]
+    if result.committed_by:
+        rows.insert(2, ("already committed by", result.committed_by))
     for name, stage in result.stages.items():
         rows.append((f"{name} busy / waiting", f"{stage.busy_s:.2f} s / {stage.wait_s:.2f} s"))
     for field, value in rows:
@@ -172,6 +174,11 @@ def main() -> None:
 @click.option("--batch-size", type=int, help="Rows per batch.")
 @click.option("--workers", help="0 (inline), N processes, or auto.")
 @click.option("--name", help="Job name.")
+@click.option(
+    "--run-key",
+    help="This run's identity in a scheduler (e.g. the date); a full append that already "
+    "committed under the same key is skipped instead of appending its rows again.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the RunResult as one JSON object.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar or summary.")
 @click.option("--debug", is_flag=True, help="Debug logging and tracebacks.")
@@ -227,6 +234,7 @@ def _build_job(job_file: Path | None, sets: tuple[str, ...], inline: dict[str, A
         "incremental_column": "incremental.column",
         "max_rejects": "max_rejects",
         "name": "name",
+        "run_key": "run_key",
     }
     for option, dotted in mapping.items():
         value = inline.get(option)

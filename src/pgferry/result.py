@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 __all__ = ["RunResult", "StageStats"]
 
-Status = Literal["running", "success", "failed"]
+Status = Literal["running", "success", "failed", "skipped"]
 
 
 @dataclass
@@ -73,7 +73,8 @@ class RunResult:
         job: The job name.
         run_id: A fresh UUID for every run.
         partition: The partition's name (empty when the job has none).
-        status: ``success`` or ``failed`` (``running`` while in progress).
+        status: ``success`` or ``failed`` (``running`` while in progress); ``skipped`` when
+            the job's ``run_key`` had already committed a full append (nothing was done).
         mode: The target mode.
         path: ``pipe`` (binary COPY, no per-row Python) or ``rows`` (decoded rows).
         workers: Transform processes used (0 = inline). With parallel pipelines, the number of
@@ -93,6 +94,8 @@ class RunResult:
         watermark_after: Incremental position after the run, if any.
         stages: ``extract``, ``transform`` and ``load`` :class:`StageStats`.
         error: The error message of a failed run.
+        run_key: The job's ``run_key``, if it has one.
+        committed_by: For a skipped run, the run that committed the rows under ``run_key``.
     """
 
     job: str
@@ -118,6 +121,8 @@ class RunResult:
         default_factory=lambda: {s: StageStats() for s in ("extract", "transform", "load")}
     )
     error: str | None = None
+    run_key: str | None = None
+    committed_by: str | None = None
 
     @property
     def rows_per_second(self) -> float:

@@ -309,6 +309,12 @@ class Job(_Model):
             bad row fails the run, with a message naming its key and column.
         lock_wait: Seconds to wait for another run of the same job and partition to finish.
         state_schema: Schema of the ledger, runs and rejects tables in the target database.
+        run_key: The caller's identity of this run (an Airflow DAG run and task, say). When a
+            run of the same job and partition has already committed its rows under this key,
+            a run whose repetition would add the rows again (a full ``append``) does nothing
+            and returns status ``skipped``: clearing a finished task and running it again is
+            safe. Other modes ignore it for that purpose (running them again is idempotent)
+            but record it in the run history.
     """
 
     name: str = ""
@@ -330,6 +336,7 @@ class Job(_Model):
     max_rejects: float = Field(default=0, ge=0)
     lock_wait: float = Field(default=60.0, ge=0)
     state_schema: str = Field(default="pgferry", min_length=1, max_length=63)
+    run_key: str | None = Field(default=None, min_length=1, max_length=1000)
 
     @field_validator("transform")
     @classmethod
@@ -395,6 +402,20 @@ class Job(_Model):
             # only part of what was deleted.
             raise ValueError("partition.replace reloads a whole slice: drop incremental")
         return self
+
+    @property
+    def repeat_duplicates(self) -> bool:
+        """Whether running this job again after a success would write its rows again.
+
+        True for a full ``append`` (no incremental column, no partition reload); upserts,
+        replaces, incremental loads and partition reloads converge instead.
+        """
+        part = self.partition
+        return (
+            self.target.mode == "append"
+            and self.incremental is None
+            and not (part is not None and part.replace)
+        )
 
     @property
     def upsert_key(self) -> list[str] | None:

@@ -26,7 +26,7 @@ __all__ = ["SCHEMA_VERSION", "ConcurrentRunError", "LedgerEntry", "StateStore"]
 
 log = logging.getLogger("pgferry")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class ConcurrentRunError(PgferryError, Transient):
@@ -67,6 +67,11 @@ _MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE {s}.runs ADD COLUMN IF NOT EXISTS run_key text",
         "CREATE INDEX IF NOT EXISTS runs_run_key ON {s}.runs (job, partition, run_key) "
         "WHERE run_key IS NOT NULL",
+    ],
+    3: [
+        # When the run's rows were all committed: written in the same transaction as the last
+        # of them, so a run that committed and then crashed still counts as done for its key.
+        "ALTER TABLE {s}.runs ADD COLUMN IF NOT EXISTS committed_at timestamptz",
     ],
 }
 
@@ -301,16 +306,20 @@ class StateStore:
 
     # --- Runs ------------------------------------------------------------------------------
 
-    async def find_success(
+    async def find_committed(
         self, conn: asyncpg.Connection, job: str, partition: str, run_key: str
     ) -> dict[str, Any] | None:
-        """The successful run of (job, partition) recorded under ``run_key``, if any."""
+        """The run of (job, partition) that committed its rows under ``run_key``, if any.
+
+        A run counts once its last rows are committed (``committed_at``), even if the process
+        died before it could record its outcome.
+        """
         row = await conn.fetchrow(
             self._sql(
-                "SELECT run_id::text, started_at, finished_at, rows_read, rows_written, "
-                "rows_rejected, watermark_before, watermark_after FROM {s}.runs "
-                "WHERE job = $1 AND partition = $2 AND run_key = $3 AND status = 'success' "
-                "ORDER BY started_at DESC LIMIT 1"
+                "SELECT run_id::text, status, started_at, committed_at, rows_read, rows_written, "
+                "rows_rejected FROM {s}.runs "
+                "WHERE job = $1 AND partition = $2 AND run_key = $3 AND committed_at IS NOT NULL "
+                "ORDER BY committed_at DESC LIMIT 1"
             ),
             job,
             partition,
@@ -318,11 +327,22 @@ class StateStore:
         )
         return dict(row) if row is not None else None
 
+    async def mark_committed(self, conn: asyncpg.Connection, run_id: str) -> None:
+        """Record that the run's rows are all committed; call it in their last transaction."""
+        await conn.execute(
+            self._sql(
+                "UPDATE {s}.runs SET committed_at = now() "
+                "WHERE run_id = $1::uuid AND committed_at IS NULL"
+            ),
+            run_id,
+        )
+
     async def start_run(
         self, conn: asyncpg.Connection, result: RunResult, partition: str,
-        run_key: str | None = None,
+        run_key: str | None = None, status: str = "running",
     ) -> None:  # fmt: skip
-        """Insert the run's row (status ``running``); mark runs a crash left behind."""
+        """Insert the run's row (status ``running``, or ``skipped``); mark runs a crash left
+        behind as abandoned."""
         await conn.execute(
             self._sql(
                 "UPDATE {s}.runs SET status = 'abandoned', finished_at = now(), "
@@ -335,7 +355,7 @@ class StateStore:
         await conn.execute(
             self._sql(
                 "INSERT INTO {s}.runs (run_id, job, partition, started_at, status, mode, "
-                "host, pid, run_key) VALUES ($1::uuid, $2, $3, $4, 'running', $5, $6, $7, $8)"
+                "host, pid, run_key) VALUES ($1::uuid, $2, $3, $4, $9, $5, $6, $7, $8)"
             ),
             result.run_id,
             result.job,
@@ -345,6 +365,7 @@ class StateStore:
             socket.gethostname(),
             os.getpid(),
             run_key,
+            status,
         )
 
     async def finish_run(self, conn: asyncpg.Connection, result: RunResult, attempts: int) -> None:
@@ -355,7 +376,9 @@ class StateStore:
         await conn.execute(
             self._sql("""UPDATE {s}.runs SET finished_at = now(), status = $2, attempts = $3,
                   rows_read = $4, rows_written = $5, rows_rejected = $6,
-                  watermark_before = $7, watermark_after = $8, stages = $9::jsonb, error = $10
+                  watermark_before = $7, watermark_after = $8, stages = $9::jsonb, error = $10,
+                  committed_at = CASE WHEN $2 = 'success' THEN coalesce(committed_at, now())
+                                      ELSE committed_at END
                 WHERE run_id = $1::uuid"""),
             result.run_id,
             result.status,

@@ -23,6 +23,7 @@ DAG_IDS = {
     "pgferry_hourly_incremental",
     "pgferry_partitioned_copy",
     "pgferry_downstream",
+    "pgferry_daily_snapshot",
 }
 
 
@@ -313,6 +314,57 @@ def test_hourly_incremental_retries_resume_without_duplicates(airflow_env: Airfl
     result = env.xcom(dag, run_id, "upsert_orders")
     assert (result["rows_read"], result["rows_written"]) == (0, 0)
     assert rows(env.target, "orders_mirror") == expected
+
+
+# --- (e) a daily snapshot: a full append made safe to clear by its run key ---------------------
+
+
+def test_daily_snapshot_cleared_and_rerun_appends_once(airflow_env: AirflowEnv) -> None:
+    env = airflow_env
+    dag, task = "pgferry_daily_snapshot", "snapshot_customers"
+    snapshot = "SELECT snapshot_date::text, count(*) FROM customers_history GROUP BY 1 ORDER BY 1"
+    uri = env.table_uri(env.target_db, "public.customers_history")
+
+    run_id, _ = env.dags_test(dag, "2024-01-02")
+    first = env.xcom(dag, run_id, task)
+    assert (first["status"], first["rows_written"]) == ("success", 2000)
+    assert first["run_key"] == f"{dag}/{run_id}/{task}/-1"
+    ((rendered,),) = env.query(
+        "SELECT rendered_fields FROM rendered_task_instance_fields WHERE dag_id = ? AND run_id = ?",
+        dag,
+        run_id,
+    )
+    assert json.loads(rendered)["run_key"] == first["run_key"]
+    assert [tuple(r) for r in fetch(env.target, snapshot)] == [("2024-01-02", 2000)]
+
+    # The same task instance of the same DAG run again (what clearing it and running it does):
+    # skipped, nothing appended.
+    output = env.airflow("tasks", "test", dag, task, run_id)
+    again = env.xcom(dag, run_id, task)
+    assert (again["status"], again["rows_written"]) == ("skipped", 0)
+    assert again["committed_by"] == first["run_id"]
+    assert "already committed its rows" in output
+    assert [tuple(r) for r in fetch(env.target, snapshot)] == [("2024-01-02", 2000)]
+    assert len(env.asset_events(uri)) == 1  # the skipped run changed nothing: no event
+
+    # The next day is another run key: its snapshot is appended.
+    next_id, _ = env.dags_test(dag, "2024-01-03")
+    assert env.xcom(dag, next_id, task)["status"] == "success"
+    assert [tuple(r) for r in fetch(env.target, snapshot)] == [
+        ("2024-01-02", 2000),
+        ("2024-01-03", 2000),
+    ]
+    runs = fetch(
+        env.target,
+        "SELECT status, run_key, committed_at IS NOT NULL FROM pgferry.runs WHERE job = $1 "
+        "ORDER BY started_at",
+        f"{dag}.{task}",
+    )
+    assert [tuple(r) for r in runs] == [
+        ("success", first["run_key"], True),
+        ("skipped", first["run_key"], False),
+        ("success", f"{dag}/{next_id}/{task}/-1", True),
+    ]
 
 
 # --- (c) partitioned copy with dynamic task mapping -------------------------------------------

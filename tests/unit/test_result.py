@@ -167,6 +167,8 @@ def test_to_dict_contents() -> None:
             "load": {"busy_s": 0.123457, "wait_s": 0.0},
         },
         "error": None,
+        "run_key": None,
+        "committed_by": None,
     }
     # to_dict does not change the result itself.
     assert res.stages["load"].busy_s == 0.1234567891

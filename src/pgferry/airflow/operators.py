@@ -28,7 +28,10 @@ from pgferry.airflow.hooks import PgferryHook, table_uri
 from pgferry.errors import ConfigError, PgferryError, Transient
 from pgferry.spec import Job, Partition, apply_overrides, mask_dsn
 
-__all__ = ["PgferryOperator"]
+__all__ = ["DEFAULT_RUN_KEY", "PgferryOperator"]
+
+DEFAULT_RUN_KEY = "{{ dag.dag_id }}/{{ run_id }}/{{ task.task_id }}/{{ ti.map_index }}"
+"""The default ``run_key``: the same for every try and clear of one task instance."""
 
 
 def _partition_data(value: Any) -> dict[str, Any] | None:
@@ -54,6 +57,14 @@ def _partition_data(value: Any) -> dict[str, Any] | None:
         high = "" if data.get("upper") is None else data["upper"]
         data["name"] = f"{data['column']}[{low}..{high})"
     return data
+
+
+def _run_key_of(context: Mapping[str, Any]) -> str | None:
+    """:data:`DEFAULT_RUN_KEY` computed from a task context (``None`` without a task instance)."""
+    ti = context.get("ti")
+    if ti is None:
+        return None
+    return f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}"
 
 
 class PgferryOperator(BaseOperator):
@@ -86,6 +97,10 @@ class PgferryOperator(BaseOperator):
             "target.columns": {...}}``) (templated).
         job_name: The job's name in the ledger and run history. Default: the job's own name
             when ``job`` is given, else ``<dag_id>.<task_id>``.
+        run_key: This task's identity across tries and clears (templated). Default: the DAG
+            id, run id, task id and map index, so that clearing a task whose full ``append``
+            succeeded and running it again is skipped instead of appending the rows twice
+            (see :attr:`pgferry.Job.run_key`). ``None``: no run key (each run appends).
         progress_interval: Seconds between progress lines in the task log.
         **kwargs: Passed to ``BaseOperator`` (``retries``, ``outlets``…).
     """
@@ -98,6 +113,7 @@ class PgferryOperator(BaseOperator):
         "target_table",
         "partition",
         "overrides",
+        "run_key",
     )
     template_fields_renderers = {
         "source_query": "sql",
@@ -127,6 +143,7 @@ class PgferryOperator(BaseOperator):
         partition: Partition | Mapping[str, Any] | str | None = None,
         overrides: Mapping[str, Any] | None = None,
         job_name: str | None = None,
+        run_key: str | None = DEFAULT_RUN_KEY,
         progress_interval: float = 30.0,
         **kwargs: Any,
     ) -> None:
@@ -154,6 +171,7 @@ class PgferryOperator(BaseOperator):
         self.partition = partition
         self.overrides = dict(overrides or {})
         self.job_name = job_name
+        self.run_key = run_key
         self.progress_interval = progress_interval
         if partition is not None and self.map_index_template is None:
             # Mapped over partitions, each task shows as its range in the UI.
@@ -207,6 +225,7 @@ class PgferryOperator(BaseOperator):
             "workers": self.workers,
             "max_rejects": self.max_rejects,
             "name": self.job_name,
+            "run_key": self.run_key,
         }
         changes |= {k: v for k, v in simple.items() if v is not None}
         partition = _partition_data(self.partition)
@@ -238,6 +257,10 @@ class PgferryOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         """Run the job; return its ``RunResult`` as a dict (XCom ``return_value``)."""
+        if self.run_key == DEFAULT_RUN_KEY:
+            # Not rendered (execute() called directly): a literal template would be one key
+            # for every run, and would skip them all.
+            self.run_key = _run_key_of(context)
         try:
             job = self.build_job()
         except ConfigError as exc:
@@ -246,12 +269,11 @@ class PgferryOperator(BaseOperator):
         if job.partition is not None and context.get("map_index_template") is None:
             # A mapped task's context was made before this instance existed: name it here.
             context["map_index_template"] = "{{ task.partition_name }}"
-        part = job.partition
-        if job.target.mode == "append" and job.incremental is None and not (part and part.replace):
+        if job.repeat_duplicates and job.run_key is None:
             self.log.warning(
-                "pgferry job %r appends without incremental_column or partition replace: a "
-                "retry after a failure resumes exactly, but running this task again after it "
-                "succeeded (clearing it) appends the rows again",
+                "pgferry job %r appends without incremental_column, partition replace or "
+                "run_key: a retry after a failure resumes exactly, but running this task again "
+                "after it succeeded (clearing it) appends the rows again",
                 job.name,
             )
         self.log.info(
@@ -284,6 +306,15 @@ class PgferryOperator(BaseOperator):
             raise AirflowFailException(f"pgferry job {job.name!r} failed: {exc}") from exc
         summary = result.to_dict()
         self._result = summary
+        if result.status == "skipped":
+            # The engine warned already; the target did not change, so no Asset event.
+            self.log.info(
+                "pgferry job %r: nothing done; run key %r was committed by pgferry run %s",
+                job.name,
+                result.run_key,
+                result.committed_by,
+            )
+            return summary
         self.log.info(
             "pgferry job %r: %d rows read, %d written, %d rejected in %.1f s (%.0f rows/s, "
             "%s path, %d workers, %d attempt(s))",

@@ -480,10 +480,14 @@ class Writer:
                 run_id=self.result.run_id,
                 rows=0,
             )
+            # With the rows, so that a run key counts as done exactly when its rows do.
+            await self.store.mark_committed(conn, self.result.run_id)
             await self._run_tx.commit()
             self._run_tx = None
         if self.plan.position_kind == "progress":
-            await self.store.clear_progress(conn, job.name, self.partition)
+            async with conn.transaction():
+                await self.store.clear_progress(conn, job.name, self.partition)
+                await self.store.mark_committed(conn, self.result.run_id)
         if self.replace is not None:
             await self.replace.swap(conn, lock_timeout=job.lock_timeout, retries=job.swap_retries)
             self.result.bytes_written = await schema.table_size(conn, self.table)

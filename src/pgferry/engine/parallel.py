@@ -457,7 +457,9 @@ async def _run_ranges(
 
 async def _finish(job: Job, writer: Writer, ranges: Ranges) -> None:
     """Forget the ranges (their ledger rows and the plan); finish the target."""
-    await forget_ranges(writer.conn, writer.store, job, writer.partition, writer.result, ranges)
+    await forget_ranges(
+        writer.conn, writer.store, job, writer.partition, writer.result, ranges, done=True
+    )
     if writer.ready:
         await writer.finish()
 

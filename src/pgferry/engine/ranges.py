@@ -174,9 +174,12 @@ async def forget_ranges(
     partition: str,
     result: RunResult,
     ranges: Ranges,
+    *,
+    done: bool = False,
 ) -> None:
     """In one transaction: fold the ranges' ledger rows into the job's, delete them, and clear
-    the plan. Also for the plan of a failed ``upsert``/``replace`` run, which starts over."""
+    the plan (``done``: every range finished; the run's rows are all committed). Also for the
+    plan of a failed ``upsert``/``replace`` run, which starts over."""
     names = [p.name for p in ranges.partitions(partition)]
     async with conn.transaction():
         folded = 0
@@ -194,3 +197,6 @@ async def forget_ranges(
             rows=folded,
         )
         await store.clear_progress(conn, job.name, partition)
+        if done:
+            # The last rows of the run are in: this is its final commit.
+            await store.mark_committed(conn, result.run_id)

@@ -134,7 +134,12 @@ async def _run(job: Job, on_progress: ProgressCallback | None) -> RunResult:
         ledger = await store.read(control, job.name, partition)
         if ledger is not None and ledger.watermark:
             result.watermark_before = result.watermark_after = ledger.watermark[0]
-        await store.start_run(control, result, partition)
+        result.run_key = job.run_key
+        if await _already_committed(job, store, control, result):
+            await store.start_run(control, result, partition, job.run_key, status="skipped")
+            recorded = True
+            return result
+        await store.start_run(control, result, partition, job.run_key)
         recorded = True
         force_rows = False
         while True:
@@ -170,6 +175,32 @@ async def _run(job: Job, on_progress: ProgressCallback | None) -> RunResult:
         if recorded:
             await asyncio.shield(_record(job, store, control, result, attempts))
         await close_quietly(control)
+
+
+async def _already_committed(
+    job: Job, store: StateStore, control: asyncpg.Connection, result: RunResult
+) -> bool:
+    """Whether this is a repeat of a full append that already committed under its run key.
+
+    Then the run does nothing and ends ``skipped``: appending the rows again would duplicate
+    them. (Checked under the job's lock, so two repeats cannot both miss each other.)
+    """
+    if job.run_key is None or not job.repeat_duplicates:
+        return False
+    done = await store.find_committed(control, job.name, result.partition, job.run_key)
+    if done is None:
+        return False
+    result.status = "skipped"
+    result.committed_by = done["run_id"]
+    log.warning(
+        "job %s: run key %r already committed its rows in run %s (%d rows written); "
+        "skipped, because appending them again would duplicate them",
+        job.name,
+        job.run_key,
+        done["run_id"],
+        done["rows_written"],
+    )
+    return True
 
 
 def _backoff(job: Job, attempt: int) -> float:
