@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
 import time
 from typing import Any
 
@@ -44,3 +47,22 @@ def age_as_text(row: dict[str, Any]) -> dict[str, Any]:
 
 
 not_callable = 42
+
+
+def split_name_outside_workers(row: dict[str, Any]) -> dict[str, Any]:
+    """``split_name``, but a pool worker running it exits at once: every worker dies."""
+    if multiprocessing.parent_process() is not None:
+        os._exit(1)
+    return split_name(row)
+
+
+def split_name_killed_at_1000(row: dict[str, Any]) -> dict[str, Any]:
+    """``split_name``; a pool worker reaching id 1000 is SIGKILLed, as by the OOM killer."""
+    if row["id"] == 1000 and multiprocessing.parent_process() is not None:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return split_name(row)
+
+
+def with_pid(row: dict[str, Any]) -> dict[str, Any]:
+    """The row plus ``pid``: the process that transformed it."""
+    return {**row, "pid": os.getpid()}

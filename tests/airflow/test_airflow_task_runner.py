@@ -31,5 +31,7 @@ def test_transform_pool_starts_in_the_task_runner(
     result: dict[str, Any] = env.xcom(dag, run_id, "copy_customers")
     assert (result["workers"], result["rows_written"]) == (2, 2000)
     assert "transform in a pool of 2 processes" in log
+    # The workers really did the work: none died and handed their batches to the parent.
+    assert "the worker processes of transform" not in log
     assert "2000 rows read, 2000 written" in log
     assert len(fetch(env.target, "SELECT 1 FROM customers_clean")) == 2000

@@ -14,17 +14,15 @@ from typing import Any
 
 import pytest
 
-from pgferry.engine import transform as transform_module
+from pgferry.engine import pool as pool_module
+from pgferry.engine.pool import default_pool_size, measure_pool_benefit, pool_unpicklable_reason
 from pgferry.engine.transform import (
     TransformImportError,
     apply_transform,
     batch_transform,
-    default_pool_size,
     import_path_of,
     is_batch_transform,
     load_transform,
-    measure_pool_benefit,
-    pool_unpicklable_reason,
 )
 from pgferry.errors import ConfigError, TransformError
 
@@ -431,18 +429,18 @@ def test_default_pool_size(monkeypatch: pytest.MonkeyPatch, cores: int, size: in
 
 
 def test_can_start_pool_in_the_main_process() -> None:
-    assert transform_module.can_start_pool() is None
+    assert pool_module.can_start_pool() is None
 
 
 def test_worker_functions_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
     # Run the pool initializer and task here, without touching this process's SIGINT handler.
     handlers: list[Any] = []
     monkeypatch.setattr(signal, "signal", lambda sig, handler: handlers.append((sig, handler)))
-    monkeypatch.setattr(transform_module, "_worker_fn", None)
-    monkeypatch.setattr(transform_module, "_worker_is_batch", False)
-    transform_module._init_worker(f"{__name__}:split_batch")
+    monkeypatch.setattr(pool_module, "_worker_fn", None)
+    monkeypatch.setattr(pool_module, "_worker_is_batch", False)
+    pool_module._init_worker(f"{__name__}:split_batch")
     assert handlers == [(signal.SIGINT, signal.SIG_IGN)]
-    cols, rows, cpu, rejects = transform_module.run_in_worker(COLUMNS, list(ROWS), ["id"], False)
+    cols, rows, cpu, rejects = pool_module.run_in_worker(COLUMNS, list(ROWS), ["id"], False)
     assert rejects == []
     assert cols == ("id", "first", "last")
     assert rows[0] == (1, "Ada", "Lovelace")

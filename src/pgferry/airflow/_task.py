@@ -1,49 +1,21 @@
-"""Running the engine inside an Airflow task: parameters, progress lines, the transform pool."""
+"""Running the engine inside an Airflow task: query parameters and progress lines."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import decimal
-import sys
 import time
-from collections.abc import Iterator
 from typing import Any, Protocol
 
 import pgferry
 
-__all__ = ["ProgressLog", "pool_workers_skip_main", "query_param"]
+__all__ = ["ProgressLog", "query_param"]
 
 _MB = 1024 * 1024
 
 
 class _Log(Protocol):
     def info(self, event: Any, *args: Any, **kw: Any) -> Any: ...
-
-
-@contextlib.contextmanager
-def pool_workers_skip_main() -> Iterator[None]:
-    """Keep spawned transform workers from re-importing this process's ``__main__``.
-
-    A spawned process first re-imports its parent's main module. In a task that module is the
-    ``airflow`` command, and importing Airflow in a child of a task process fails (the task
-    process is denied the metadata database), so every worker would die at start. The workers
-    need nothing from ``__main__``: the transform is imported by its path.
-    """
-    main = sys.modules.get("__main__")
-    if main is None:
-        yield
-        return
-    saved: dict[str, Any] = {
-        k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__
-    }
-    main.__dict__.pop("__file__", None)
-    main.__dict__["__spec__"] = None
-    try:
-        yield
-    finally:
-        main.__dict__.pop("__spec__", None)
-        main.__dict__.update(saved)
 
 
 def query_param(value: Any) -> Any:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from pgferry import schema, sql
+from pgferry.engine import pool as tpool
 from pgferry.engine import transform as tf
 from pgferry.engine import values
 from pgferry.engine.extract import END, extract_batches, extract_failure
@@ -297,7 +298,7 @@ async def run_rows(
     if fn is None:
         workers = 0
     done: asyncio.Queue[Any] = asyncio.Queue(
-        maxsize=max(job.queue_depth, (workers or tf.default_pool_size()) + 1)
+        maxsize=max(job.queue_depth, (workers or tpool.default_pool_size()) + 1)
     )
     ts, ld = result.stages["transform"], result.stages["load"]
     loop = asyncio.get_running_loop()
@@ -305,14 +306,14 @@ async def run_rows(
     def start_pool_or_inline(n: int, why: str) -> None:
         nonlocal pool, workers
         assert fn is not None
-        reason = tf.can_start_pool() or tf.pool_unpicklable_reason(job.transform or fn)
+        reason = tpool.can_start_pool() or tpool.pool_unpicklable_reason(job.transform or fn)
         if reason:
             log.warning("job %s: running the transform inline: %s", job.name, reason)
             workers = 0
             return
         path = job.transform if isinstance(job.transform, str) else tf.import_path_of(fn)
         assert path is not None
-        pool = tf.start_pool(path, n)
+        pool = tpool.start_pool(path, n, job=job.name)
         workers = n
         log.info("job %s: transform in a pool of %d processes (%s)", job.name, n, why)
 
@@ -350,11 +351,11 @@ async def run_rows(
                 ts.busy_s += elapsed
                 fut.set_result((out_cols, out_rows, 0.0, rejects or []))
                 if workers is None:
-                    use, why = tf.measure_pool_benefit(
+                    use, why = tpool.measure_pool_benefit(
                         elapsed, batch.columns, list(map(tuple, batch.rows)), out_rows
                     )
                     if use:
-                        start_pool_or_inline(tf.default_pool_size(), why)
+                        start_pool_or_inline(tpool.default_pool_size(), why)
                     else:
                         workers = 0
                         log.info("job %s: transform inline (%s)", job.name, why)
@@ -363,7 +364,9 @@ async def run_rows(
             else:
                 rows = list(map(tuple, batch.rows))
                 fut = asyncio.ensure_future(
-                    loop.run_in_executor(pool, tf.run_in_worker, batch.columns, rows, key, collect)
+                    loop.run_in_executor(
+                        pool, tpool.run_in_worker, batch.columns, rows, key, collect
+                    )
                 )
                 del rows
             item = (batch.seq, batch.rows_read, position, fut)

@@ -1,7 +1,8 @@
-"""Transforms: loading the user's function, applying it to a batch, and the process pool.
+"""Transforms: loading the user's function by its path and applying it to a batch.
 
-Everything that runs in a pool worker is a top-level function taking and returning plain data
-(column names, tuples, an import path): no connection, record or bound method crosses a process.
+What runs here runs inline or in a pool worker (:mod:`pgferry.engine.pool`) alike: it takes and
+returns plain data (column names, tuples), so no connection, record or bound method crosses a
+process.
 """
 
 from __future__ import annotations
@@ -9,18 +10,11 @@ from __future__ import annotations
 import importlib
 import logging
 import operator
-import os
-import pickle
-import signal
-import time
 from collections.abc import Callable, Mapping, Sequence
 from itertools import repeat
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from pgferry.errors import ConfigError, TransformError
-
-if TYPE_CHECKING:  # imported when a pool starts: not every run pays for multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
 
 __all__ = ["apply_transform", "batch_transform", "load_transform"]
 
@@ -292,101 +286,3 @@ def _raise_shape(fn: Callable[..., Any], res: Any, out_cols: Columns) -> None:
 
 def _name(fn: Callable[..., Any]) -> str:
     return getattr(fn, "__qualname__", None) or repr(fn)
-
-
-# --- The process pool ------------------------------------------------------------------------
-
-_worker_fn: Callable[..., Any] | None = None
-_worker_is_batch = False
-
-
-def _init_worker(import_path: str) -> None:
-    """Pool initializer: import the transform once per worker process."""
-    global _worker_fn, _worker_is_batch
-    # Ctrl-C reaches the whole process group; the parent decides how the pool shuts down.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _worker_fn = load_transform(import_path)
-    _worker_is_batch = is_batch_transform(_worker_fn)
-
-
-def run_in_worker(
-    columns: Columns, rows: Rows, key: Sequence[str] | None, collect_rejects: bool
-) -> tuple[Columns | None, Rows, float, list[TransformReject]]:
-    """Pool task: transform one batch; returns columns, rows, CPU seconds and rejects."""
-    assert _worker_fn is not None, "pool worker was not initialised"
-    start = time.process_time()
-    rejects: list[TransformReject] | None = [] if collect_rejects else None
-    out_cols, out_rows = apply_transform(_worker_fn, _worker_is_batch, columns, rows, key, rejects)
-    return out_cols, out_rows, time.process_time() - start, rejects or []
-
-
-def can_start_pool() -> str | None:
-    """``None`` if a process pool can start here, else the reason why not."""
-    import multiprocessing
-
-    if multiprocessing.current_process().daemon:
-        return "this is a daemonic process, which may not have children"
-    return None
-
-
-def start_pool(import_path: str, workers: int) -> ProcessPoolExecutor:
-    """A pool of ``workers`` spawned processes with the transform imported in each.
-
-    ``spawn`` rather than ``fork``: the parent runs an event loop and may hold threads and
-    sockets that a forked child must not inherit. ``sys.path`` travels with spawn, so a
-    transform beside the job file is found.
-    """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    ctx = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(import_path,)
-    )
-
-
-def default_pool_size() -> int:
-    """Workers for ``workers: auto``: leave one core for the main process's decode and COPY."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min((cores or 1) - 1, 8))
-
-
-_PICKLE_SAMPLE = 1_000
-
-
-def measure_pool_benefit(
-    transform_seconds: float, columns: Columns, rows: Rows, out_rows: Rows
-) -> tuple[bool, str]:
-    """Decide from the first batch whether the process pool pays for itself.
-
-    Moving a batch to a worker and back costs a pickle and an unpickle in each direction,
-    paid on the main process, which also still decodes and encodes every row. The pool helps
-    only when the transform itself costs clearly more than that serialisation.
-
-    Returns:
-        Whether to use the pool, and a sentence explaining the measurement.
-    """
-    if not rows:
-        return False, "first batch was empty"
-    # A sample is enough to price the serialisation, and pickling a whole batch both ways
-    # would cost as much as transforming it again.
-    n_in = min(len(rows), _PICKLE_SAMPLE)
-    n_out = min(len(out_rows), max(1, round(len(out_rows) * n_in / len(rows))))
-    start = time.perf_counter()
-    pickle.loads(pickle.dumps((columns, rows[:n_in]), protocol=pickle.HIGHEST_PROTOCOL))
-    pickle.loads(pickle.dumps(out_rows[:n_out], protocol=pickle.HIGHEST_PROTOCOL))
-    ser = (time.perf_counter() - start) / n_in
-    per_row = transform_seconds / len(rows)
-    use = per_row > 2 * ser and default_pool_size() >= 1 and (os.cpu_count() or 1) >= 2
-    why = (
-        f"transform {per_row * 1e6:.1f} µs/row vs pickling {ser * 1e6:.1f} µs/row "
-        f"on {os.cpu_count()} cores"
-    )
-    return use, why
-
-
-def pool_unpicklable_reason(fn: Callable[..., Any] | str) -> str | None:
-    """Why ``fn`` cannot run in a pool (no importable path), or ``None``."""
-    if isinstance(fn, str):
-        return None
-    return None if import_path_of(fn) else "the transform is not importable by module path"
