@@ -10,7 +10,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+import pgferry
 
+
+# Column lineage for OpenLineage: which source columns each new column is computed from.
+@pgferry.column_lineage(first_name=["name"], last_name=["name"])
 def clean_customer(row: dict[str, Any]) -> dict[str, Any]:
     """Split the name, normalise the e-mail address; other columns pass through."""
     first, _, last = row["name"].strip().partition(" ")
@@ -24,16 +28,7 @@ def clean_customer(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# Column lineage for OpenLineage: which source columns each new column is computed from.
-clean_customer.__pgferry_column_lineage__ = {  # type: ignore[attr-defined]
-    "first_name": ["name"],
-    "last_name": ["name"],
-}
-
-
+@pgferry.column_lineage(amount_gross=["amount"])
 def with_gross_amount(row: dict[str, Any]) -> dict[str, Any]:
     """Add the amount with 20 % VAT."""
     return {**row, "amount_gross": (row["amount"] * Decimal("1.2")).quantize(Decimal("0.01"))}
-
-
-with_gross_amount.__pgferry_column_lineage__ = {"amount_gross": ["amount"]}  # type: ignore[attr-defined]

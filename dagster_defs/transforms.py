@@ -5,7 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import pgferry
 
+
+# Column lineage for Dagster (and OpenLineage in Airflow): the columns a new one is made from.
+@pgferry.column_lineage(email_domain=["email"])
 def clean_customer(row: Mapping[str, Any]) -> dict[str, Any]:
     """Trim the name, lower-case the e-mail address and add its domain."""
     email = row["email"].strip().lower()
@@ -15,7 +19,3 @@ def clean_customer(row: Mapping[str, Any]) -> dict[str, Any]:
         "email": email,
         "email_domain": email.rpartition("@")[2],
     }
-
-
-# Column lineage for Dagster (and OpenLineage in Airflow): the columns a new one is made from.
-clean_customer.__pgferry_column_lineage__ = {"email_domain": ["email"]}  # type: ignore[attr-defined]

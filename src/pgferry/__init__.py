@@ -32,6 +32,7 @@ from pgferry.errors import (
     TransformError,
     Transient,
 )
+from pgferry.lineage import column_lineage
 from pgferry.partitions import plan_partitions, plan_partitions_async
 from pgferry.result import RunResult, StageStats
 from pgferry.spec import Incremental, Job, Partition, Source, Target, load_job, mask_dsn
@@ -59,6 +60,7 @@ __all__ = [
     "Transient",
     "__version__",
     "batch_transform",
+    "column_lineage",
     "load_job",
     "mask_dsn",
     "plan_partitions",

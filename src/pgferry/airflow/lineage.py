@@ -1,17 +1,14 @@
 """OpenLineage for :class:`~pgferry.airflow.PgferryOperator`: datasets, schemas, column lineage.
 
-Column lineage follows what pgferry knows, not what it guesses:
+Column lineage follows the rules of :mod:`pgferry.lineage` (shared with the Dagster
+integration): without a transform, every target column that the source also has maps 1:1
+(``IDENTITY``); with a transform, a column the transform declares maps to the source columns it
+declares, a column with a source column of the same name maps 1:1, and any other column the
+transform created maps to every source column, since any of them may feed it. A transform
+declares what it reads with :func:`pgferry.column_lineage`::
 
-* without a transform, every target column that the source also has maps 1:1 (``IDENTITY``);
-* with a transform, a column the transform declares maps to the source columns it declares;
-  a column with a source column of the same name maps 1:1 (``DIRECT``); any other column the
-  transform created maps to every source column, since any of them may feed it.
-
-A transform declares what it reads with a mapping in its ``__pgferry_column_lineage__``
-attribute (output column to the source columns it is computed from)::
-
+    @pgferry.column_lineage(first_name=["name"], last_name=["name"])
     def clean(row): ...
-    clean.__pgferry_column_lineage__ = {"first_name": ["name"], "last_name": ["name"]}
 
 For a source query, the query is parsed (OpenLineage's SQL parser) to find the tables and
 columns behind each output column.
@@ -30,7 +27,7 @@ from typing import Any
 
 from pgferry.connection import close_quietly, connect
 from pgferry.engine.plan import describe_source
-from pgferry.engine.transform import load_transform
+from pgferry.lineage import LINEAGE_ATTR, declared_lineage, map_columns
 from pgferry.schema import Column, describe_table
 from pgferry.spec import Job
 from pgferry.sql import TableName
@@ -45,7 +42,9 @@ __all__ = [
     "operator_lineage",
 ]
 
-LINEAGE_ATTR = "__pgferry_column_lineage__"
+# LINEAGE_ATTR, declared_lineage and map_columns live in the core (pgferry.lineage), shared
+# with the Dagster integration; they stay importable from here.
+
 # The OpenLineage listener gives extraction about ten seconds; introspection must fit in it.
 _INTROSPECTION_TIMEOUT = 6.0
 
@@ -83,47 +82,6 @@ class LineageInfo:
     transformed: bool = False
     transform_name: str | None = None
     declared: dict[str, list[str]] | None = None
-
-
-def declared_lineage(transform: str | Callable[..., Any] | None) -> dict[str, list[str]] | None:
-    """The column lineage a transform declares in ``__pgferry_column_lineage__``, if any."""
-    if transform is None:
-        return None
-    fn = load_transform(transform)
-    declared = getattr(fn, LINEAGE_ATTR, None)
-    if not isinstance(declared, Mapping):
-        return None
-    out: dict[str, list[str]] = {}
-    for column, reads in declared.items():
-        out[str(column)] = [reads] if isinstance(reads, str) else [str(r) for r in reads]
-    return out
-
-
-def map_columns(
-    source: Sequence[str],
-    target: Sequence[str],
-    *,
-    transformed: bool,
-    declared: Mapping[str, Sequence[str]] | None = None,
-) -> dict[str, tuple[list[str], str]]:
-    """Map each target column to the source columns it comes from.
-
-    Returns:
-        ``{target column: (source columns, how)}``, ``how`` being ``identity`` (copied
-        unchanged), ``declared`` (the transform says so), ``same-name`` (a transform ran; the
-        source column of the same name) or ``all`` (created by a transform that declares
-        nothing about it). Target columns this job does not feed are left out.
-    """
-    names = set(source)
-    out: dict[str, tuple[list[str], str]] = {}
-    for column in target:
-        if transformed and declared and column in declared:
-            out[column] = ([c for c in declared[column] if c in names], "declared")
-        elif column in names:
-            out[column] = ([column], "same-name" if transformed else "identity")
-        elif transformed:
-            out[column] = (list(source), "all")
-    return out
 
 
 def _parse_query(query: str) -> Any:
@@ -193,7 +151,7 @@ def gather(
         )
         try:
             info.declared = declared_lineage(job.transform)
-        except Exception:  # an unimportable transform: its columns map to all inputs
+        except Exception:  # unimportable, or a malformed declaration: new columns map to all
             info.declared = None
     input_tables: list[TableName] = []
     if job.source.query is not None:

@@ -22,13 +22,12 @@ This package translates configuration in and :class:`pgferry.RunResult` out; the
 imports Dagster. See ``docs/dagster.md``.
 """
 
-from pgferry.dagster.asset_decorator import (
-    DEFAULT_RETRY_POLICY,
+from pgferry.dagster._asset_info import (
     PgferryAssetInfo,
-    pgferry_asset,
     pgferry_asset_info,
     pgferry_source_specs,
 )
+from pgferry.dagster.asset_decorator import DEFAULT_RETRY_POLICY, pgferry_asset
 from pgferry.dagster.checks import pgferry_checks
 from pgferry.dagster.metadata import result_metadata
 from pgferry.dagster.resource import PgferryResource

@@ -2,23 +2,23 @@
 
 The asset runs the job through the ``pgferry`` resource and publishes the RunResult as
 ``MaterializeResult`` metadata. Partitions map onto pgferry partitions that reload their slice
-of the target in one transaction, so that re-materialising a partition is idempotent.
+of the target in one transaction, so that re-materialising a partition is idempotent; that
+mapping, and the record of what each asset was built from, live in ``_asset_info``.
 """
 
 # No `from __future__ import annotations`: Dagster reads the asset functions' annotations
 # (the context type, the resource parameter) at definition time.
 import asyncio
-import datetime as dt
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
 
 from pgferry.dagster import _tables
+from pgferry.dagster._asset_info import PgferryAssetInfo, partitioning, register
 from pgferry.dagster.metadata import (
     column_lineage,
     declared_lineage,
@@ -26,19 +26,13 @@ from pgferry.dagster.metadata import (
     result_metadata,
     table_metadata,
 )
-from pgferry.dagster.resource import PgferryResource, replace_fields
+from pgferry.dagster.resource import PgferryResource
 from pgferry.dagster.translator import PgferryTranslator, PgferryTranslatorData
 from pgferry.errors import ConfigError, PgferryError, Transient
 from pgferry.result import RunResult
 from pgferry.spec import Job, Partition, apply_overrides, load_job
 
-__all__ = [
-    "DEFAULT_RETRY_POLICY",
-    "PgferryAssetInfo",
-    "pgferry_asset",
-    "pgferry_asset_info",
-    "pgferry_source_specs",
-]
+__all__ = ["DEFAULT_RETRY_POLICY", "pgferry_asset"]
 
 DEFAULT_RETRY_POLICY = dg.RetryPolicy(
     max_retries=3, delay=30, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS
@@ -48,101 +42,6 @@ DEFAULT_RETRY_POLICY = dg.RetryPolicy(
 pgferry retries transient errors itself first (``Job.max_retries``, a few seconds apart); this
 policy covers longer outages. Every retry resumes from the ledger in the target database.
 """
-
-
-@dataclass(frozen=True)
-class PgferryAssetInfo:
-    """What :func:`pgferry_asset` knows about an asset it built (for checks and specs).
-
-    Attributes:
-        key: The asset key.
-        job: The job as declared: no partition, DSNs possibly unset.
-        source_spec: The external asset standing for the source table (``None`` for a query).
-        partitions_def: The asset's partitions, if any.
-        time_column: The source column that time-window partitions slice.
-        ranges: Key-range partitions by name (static partitions from ``partitions=``).
-    """
-
-    key: dg.AssetKey
-    job: Job
-    source_spec: dg.AssetSpec | None
-    partitions_def: dg.PartitionsDefinition | None = None
-    time_column: str | None = None
-    ranges: Mapping[str, Partition] = field(default_factory=dict)
-
-    def job_for(self, partition_key: str | None, window: dg.TimeWindow | None = None) -> Job:
-        """The job that loads one partition (``window`` covers a range of time partitions).
-
-        Raises:
-            ConfigError: The asset is partitioned and no partition key was given, or the key
-                is unknown.
-        """
-        if self.partitions_def is None:
-            return self.job
-        if partition_key is None:
-            raise ConfigError(f"asset {self.key.to_user_string()} is partitioned: give a partition")
-        if self.time_column is not None:
-            if window is None:
-                assert isinstance(self.partitions_def, dg.TimeWindowPartitionsDefinition)
-                window = self.partitions_def.time_window_for_partition_key(partition_key)
-            part = _window_partition(partition_key, self.time_column, window)
-        else:
-            try:
-                part = self.ranges[partition_key]
-            except KeyError:
-                raise ConfigError(
-                    f"asset {self.key.to_user_string()} has no partition {partition_key!r}"
-                ) from None
-            part = Partition(**{**part.model_dump(), "replace": True})
-        return _with_partition(self.job, part)
-
-
-def _window_partition(name: str, column: str, window: dg.TimeWindow) -> Partition:
-    return Partition(
-        name=name,
-        column=column,
-        lower=window.start.isoformat(),
-        upper=window.end.isoformat(),
-        replace=True,
-    )
-
-
-def _with_partition(job: Job, part: Partition) -> Job:
-    # A reloaded window must be read whole: an incremental position would skip rows that the
-    # window's delete has just removed.
-    return replace_fields(job, partition=part.model_dump(), incremental=None)
-
-
-_INFOS: dict[dg.AssetKey, PgferryAssetInfo] = {}
-
-
-def pgferry_asset_info(asset: dg.AssetsDefinition | dg.AssetKey) -> PgferryAssetInfo:
-    """The :class:`PgferryAssetInfo` of an asset built by :func:`pgferry_asset`.
-
-    Raises:
-        ConfigError: The asset was not built by :func:`pgferry_asset` in this process.
-    """
-    key = asset if isinstance(asset, dg.AssetKey) else asset.key
-    try:
-        return _INFOS[key]
-    except KeyError:
-        raise ConfigError(
-            f"asset {key.to_user_string()} was not built by pgferry_asset()"
-        ) from None
-
-
-def pgferry_source_specs(*assets: dg.AssetsDefinition) -> list[dg.AssetSpec]:
-    """The external source-table assets of pgferry assets, one per key.
-
-    Put them in ``Definitions(assets=[...])`` next to the pgferry assets so that the graph
-    shows source → target lineage with the source table's name and description.
-    """
-    specs: dict[dg.AssetKey, dg.AssetSpec] = {}
-    for asset in assets:
-        spec = pgferry_asset_info(asset).source_spec
-        if spec is not None:
-            specs.setdefault(spec.key, spec)
-    return list(specs.values())
 
 
 # --- The factory -----------------------------------------------------------------------------
@@ -308,7 +207,7 @@ def pgferry_asset(
         target_table=target_table, transform=transform, mode=mode, key_columns=key_columns,
         incremental_column=incremental_column, time_partitioned=is_window, options=options,
     )  # fmt: skip
-    partitions_def, time_column, ranges = _partitioning(
+    partitions_def, time_column, ranges = partitioning(
         base, partitions_def, partitions, incremental_column
     )
     if partitions_def is None and base.incremental is None and base.target.mode == "append":
@@ -369,55 +268,8 @@ def pgferry_asset(
     ) -> dg.MaterializeResult[Any]:
         return _materialize(context, pgferry, info)
 
-    _INFOS[spec.key] = info
+    register(info)
     return _pgferry_asset
-
-
-def _partitioning(
-    job: Job,
-    partitions_def: dg.PartitionsDefinition | None,
-    partitions: Sequence[Partition] | None,
-    incremental_column: str | None,
-) -> tuple[dg.PartitionsDefinition | None, str | None, dict[str, Partition]]:
-    """The partitions definition, the time column and the key ranges, checked against the job."""
-    if partitions is not None:
-        ranges = {p.name: p for p in partitions}
-        if not ranges or len(ranges) != len(partitions):
-            raise ConfigError(f"job {job.name!r}: partitions need distinct names", job=job.name)
-        if partitions_def is None:
-            partitions_def = dg.StaticPartitionsDefinition(list(ranges))
-        elif not isinstance(partitions_def, dg.StaticPartitionsDefinition) or set(
-            partitions_def.get_partition_keys()
-        ) != set(ranges):
-            raise ConfigError(
-                f"job {job.name!r}: partitions_def must be static with the names of "
-                "partitions as keys (or leave it out)",
-                job=job.name,
-            )
-        for part in ranges.values():
-            _with_partition(job, Partition(**{**part.model_dump(), "replace": True}))
-        return partitions_def, None, ranges
-    if partitions_def is None:
-        return None, None, {}
-    if not isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
-        raise ConfigError(
-            f"job {job.name!r}: partitions_def must be a time-window definition (daily, "
-            "hourly…) with incremental_column, or give partitions= (key ranges)",
-            job=job.name,
-        )
-    column = incremental_column or (job.incremental.column if job.incremental else None)
-    if column is None:
-        raise ConfigError(
-            f"job {job.name!r}: time-window partitions need incremental_column, the column "
-            "the windows slice",
-            job=job.name,
-        )
-    probe = dg.TimeWindow(start=_EPOCH, end=_EPOCH)
-    _with_partition(job, _window_partition("probe", column, probe))  # validates the mode
-    return partitions_def, column, {}
-
-
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 # --- Running ---------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from typing import Any
 import dagster as dg
 
 from pgferry.dagster import _tables
-from pgferry.dagster.asset_decorator import PgferryAssetInfo, pgferry_asset_info
+from pgferry.dagster._asset_info import PgferryAssetInfo, pgferry_asset_info
 from pgferry.dagster.resource import PgferryResource
 from pgferry.errors import PgferryError
 

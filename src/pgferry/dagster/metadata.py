@@ -12,7 +12,7 @@ from typing import Any
 
 import dagster as dg
 
-from pgferry.engine.transform import load_transform
+from pgferry import lineage
 from pgferry.errors import PgferryError, Transient
 from pgferry.result import RunResult
 from pgferry.schema import Column
@@ -27,11 +27,12 @@ __all__ = [
     "table_schema",
 ]
 
-LINEAGE_ATTR = "__pgferry_column_lineage__"
-"""The attribute in which a transform declares its column lineage, as for Airflow::
+LINEAGE_ATTR = lineage.LINEAGE_ATTR
+"""The attribute in which a transform declares its column lineage; set it with
+:func:`pgferry.column_lineage`::
 
+    @pgferry.column_lineage(email_domain=["email"])
     def clean(row): ...
-    clean.__pgferry_column_lineage__ = {"email_domain": ["email"]}
 """
 
 _COUNTERS = (
@@ -104,21 +105,17 @@ def table_schema(columns: Sequence[Column]) -> dg.TableSchema:
 
 
 def declared_lineage(transform: str | Callable[..., Any] | None) -> dict[str, list[str]] | None:
-    """What a transform declares in ``__pgferry_column_lineage__``: output column to the
-    source columns it is computed from (``None`` if nothing, or the transform cannot load)."""
-    if transform is None:
-        return None
+    """What a transform declares with :func:`pgferry.column_lineage`: output column to the
+    source columns it is computed from.
+
+    Unlike :func:`pgferry.lineage.declared_lineage`, this never raises: metadata must not fail
+    a load that has committed, so a transform that cannot be imported or declares something
+    malformed counts as declaring nothing (``None``).
+    """
     try:
-        fn = load_transform(transform)
+        return lineage.declared_lineage(transform)
     except Exception:
         return None
-    declared = getattr(fn, LINEAGE_ATTR, None)
-    if not isinstance(declared, Mapping):
-        return None
-    return {
-        str(column): [reads] if isinstance(reads, str) else [str(r) for r in reads]
-        for column, reads in declared.items()
-    }
 
 
 def column_lineage(
@@ -129,29 +126,20 @@ def column_lineage(
     transformed: bool = False,
     declared: Mapping[str, Sequence[str]] | None = None,
 ) -> dg.TableColumnLineage:
-    """Each target column mapped to the source columns it comes from.
+    """Each target column mapped to the columns of the source asset it comes from.
 
-    The rules of the Airflow integration's OpenLineage column lineage: without a transform,
-    a target column maps to the source column of the same name; with one, a column the
-    transform declares (:data:`LINEAGE_ATTR`) maps to the source columns it declares, a
-    column with a source column of the same name maps to it, and any other column maps to
-    every source column, since any of them may feed it. Target columns the source does not
-    feed without a transform have no entry.
+    The rules are those of :func:`pgferry.lineage.map_columns`, shared with the Airflow
+    integration's OpenLineage column lineage. Target columns that come from no source column
+    (not fed without a transform, or declared from columns the source lacks) have no entry.
     """
-    names = set(source_columns)
-    deps: dict[str, list[str]] = {}
-    for column in target_columns:
-        if transformed and declared and column in declared:
-            deps[column] = [c for c in declared[column] if c in names]
-        elif column in names:
-            deps[column] = [column]
-        elif transformed:
-            deps[column] = list(source_columns)
+    mapping = lineage.map_columns(
+        source_columns, target_columns, transformed=transformed, declared=declared
+    )
     return dg.TableColumnLineage(
         deps_by_column={
-            column: [dg.TableColumnDep(asset_key=source, column_name=c) for c in cols]
-            for column, cols in deps.items()
-            if cols
+            column: [dg.TableColumnDep(asset_key=source, column_name=c) for c in reads]
+            for column, (reads, _) in mapping.items()
+            if reads
         }
     )
 
