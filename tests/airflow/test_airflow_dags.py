@@ -137,18 +137,28 @@ def test_full_copy_asset_event(airflow_env: AirflowEnv, full_copy: dict[str, Any
     assert first["extra"] == {
         "job": "pgferry_full_copy.copy_customers",
         "run_id": full_copy["first"]["xcom"]["run_id"],
+        "status": "success",
         "partition": "",
         "mode": "replace",
         "rows_written": 2000,
         "watermark_after": None,
         "source": env.table_uri(env.source_db, "public.customers"),
     }
-    aliases = env.query(
-        "SELECT al.name FROM asset_alias al JOIN asset_alias_asset aa ON aa.alias_id = al.id "
-        "JOIN asset a ON a.id = aa.asset_id WHERE a.uri = ?",
-        env.table_uri(env.target_db, "public.customers_clean"),
-    )
-    assert aliases == [("pgferry:pgferry_full_copy.copy_customers",)]
+    # Both tables were known when the DAG was parsed (the connections are AIRFLOW_CONN_*
+    # variables): the asset graph shows source -> task -> target before any run.
+    references = {
+        kind: env.query(
+            f"SELECT a.uri FROM task_{kind}_asset_reference r JOIN asset a ON a.id = r.asset_id "
+            "WHERE r.dag_id = ? AND r.task_id = ?",
+            "pgferry_full_copy",
+            "copy_customers",
+        )
+        for kind in ("inlet", "outlet")
+    }
+    assert references == {
+        "inlet": [(env.table_uri(env.source_db, "public.customers"),)],
+        "outlet": [(env.table_uri(env.target_db, "public.customers_clean"),)],
+    }
     # The DAG scheduled on the target Asset was queued by the event.
     assert ("pgferry_downstream",) in full_copy["first"]["queued"]
 
@@ -203,6 +213,19 @@ def test_full_copy_openlineage_events(airflow_env: AirflowEnv, full_copy: dict[s
     stats = target["outputFacets"]["outputStatistics"]
     assert stats["rowCount"] == 2000
     assert stats["size"] == full_copy["first"]["xcom"]["bytes_written"]
+    # START already names both datasets (from the job alone: no database is read then).
+    start = [
+        e
+        for e in env.lineage_events()
+        if e["eventType"] == "START" and e["job"]["name"] == "pgferry_full_copy.copy_customers"
+    ]
+    assert len(start) == 2
+    assert [(d["namespace"], d["name"]) for d in start[0]["inputs"]] == [
+        (namespace, f"{env.source_db}.public.customers")
+    ]
+    assert [(d["namespace"], d["name"]) for d in start[0]["outputs"]] == [
+        (namespace, f"{env.target_db}.public.customers_clean")
+    ]
 
 
 def test_downstream_dag_reads_the_target_asset_event(
@@ -345,7 +368,11 @@ def test_daily_snapshot_cleared_and_rerun_appends_once(airflow_env: AirflowEnv) 
     assert again["committed_by"] == first["run_id"]
     assert "already committed its rows" in output
     assert [tuple(r) for r in fetch(env.target, snapshot)] == [("2024-01-02", 2000)]
-    assert len(env.asset_events(uri)) == 1  # the skipped run changed nothing: no event
+    # Airflow records an event for a declared outlet on every success; its extra says that
+    # this one changed nothing.
+    events = env.asset_events(uri)
+    assert [e["extra"]["status"] for e in events] == ["success", "skipped"]
+    assert events[1]["extra"]["rows_written"] == 0
 
     # The next day is another run key: its snapshot is appended.
     next_id, _ = env.dags_test(dag, "2024-01-03")

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -173,7 +174,67 @@ def test_operator_template_fields() -> None:
         "target_table",
         "partition",
         "overrides",
+        "run_key",
     }
+
+
+def test_assets_known_at_parse_time_come_from_environment_connections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def forbidden(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a connection fetched at parse time")
+
+    monkeypatch.setattr(PgferryHook, "get_connection", classmethod(forbidden))
+    monkeypatch.setenv("AIRFLOW_CONN_SRC", "postgres://u:pw@db.example:6543/shop")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_DWH",
+        json.dumps({"conn_type": "postgres", "host": "dwh.example", "schema": "warehouse"}),
+    )
+    source = Asset(uri="postgres://db.example:6543/shop/public/orders")
+    target = Asset(uri="postgres://dwh.example:5432/warehouse/mart/orders_copy")
+    alias = AssetAlias(name="pgferry:d.t")
+    common = {"task_id": "t", "source_conn_id": "src", "target_conn_id": "dwh"}
+    with make_dag():
+        op = PgferryOperator(source_table="orders", target_table="mart.orders_copy", **common)
+    assert op.inlets == [source]
+    assert op.outlets == [target, alias]
+    with make_dag():
+        # A mapped task's instance, built at run time: Airflow never saw these Assets.
+        op = PgferryOperator(source_table="orders", target_table="mart.orders_copy",
+                             _airflow_from_mapped=True, **common)  # fmt: skip
+    assert (op.inlets, op.outlets) == ([], [alias])
+    with make_dag():
+        # A query has no table to name; a templated name is not known before the run.
+        op = PgferryOperator(source_query="SELECT 1 AS x", target_table="t_{{ ds_nodash }}",
+                             **common)  # fmt: skip
+    assert (op.inlets, op.outlets) == ([], [alias])
+    with make_dag():
+        # A connection Airflow stores elsewhere (metadata DB, secrets backend) is not read.
+        op = PgferryOperator(task_id="t", source_conn_id="other", target_conn_id="dwh",
+                             source_table="s", target_table="t")  # fmt: skip
+    assert op.inlets == []
+    assert op.outlets == [Asset(uri="postgres://dwh.example:5432/warehouse/public/t"), alias]
+    job = pgferry.Job.from_dict(
+        {
+            "source": {"dsn": "postgresql://u:pw@a.example/db1", "table": "s.x"},
+            "target": {"dsn": "host=b.example dbname=db2", "table": "y"},
+        }
+    )
+    with make_dag():
+        op = PgferryOperator(task_id="t", job=job)
+    assert op.inlets == [Asset(uri="postgres://a.example:5432/db1/s/x")]
+    assert op.outlets == [alias]  # a libpq keyword DSN: resolved at run time
+    with make_dag():
+        op = PgferryOperator(task_id="t", job=job, overrides={"source.table": "{{ params.t }}"})
+    assert op.inlets == []
+
+
+def test_default_run_key_is_the_task_instance() -> None:
+    class TI:
+        dag_id, run_id, task_id, map_index = "d", "scheduled__2024-01-02", "copy", 3
+
+    assert ops._run_key_of({"ti": TI()}) == "d/scheduled__2024-01-02/copy/3"
+    assert ops._run_key_of({}) is None
 
 
 @pytest.mark.parametrize(
@@ -187,6 +248,13 @@ def test_operator_template_fields() -> None:
 def test_operator_argument_errors(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         PgferryOperator(task_id="t", **kwargs)
+
+
+def task_identity(op: PgferryOperator, map_index: int = -1) -> dict[str, Any]:
+    """The part of a task's context that the default run key renders from."""
+    run_id = "scheduled__2024-03-01T10:00:00+00:00"
+    ti = SimpleNamespace(map_index=map_index)
+    return {"dag": op.dag, "task": op, "run_id": run_id, "ti": ti}
 
 
 def test_templates_render_a_data_interval_window(connections: list[str]) -> None:
@@ -209,10 +277,12 @@ def test_templates_render_a_data_interval_window(connections: list[str]) -> None
         "ds_nodash": "20240301",
         "data_interval_start": start,
         "data_interval_end": start + dt.timedelta(hours=1),
+        **task_identity(op, map_index=2),
     }
     assert op.map_index_template == "{{ task.partition_name }}"
     op.render_template_fields(context)
     job = op.build_job()
+    assert job.run_key == "d/scheduled__2024-03-01T10:00:00+00:00/t/2"
     assert op.partition_name == job.partition.name if job.partition else False
     assert str(job.target.table) == "orders_20240301"
     assert job.partition is not None
@@ -236,6 +306,7 @@ def test_templated_query_parameters_are_bound(connections: list[str]) -> None:
     context: Any = {
         "data_interval_start": start,
         "data_interval_end": start + dt.timedelta(hours=1),
+        **task_identity(op),
     }
     op.render_template_fields(context)
     job = op.build_job()
@@ -419,6 +490,26 @@ def test_execute_on_a_declared_outlet_adds_extra(
     events = OutletEventAccessors()
     op.execute({"outlet_events": events})  # type: ignore[arg-type]
     assert events[target].extra["rows_written"] == 3
+
+
+def test_a_skipped_run_adds_no_event_through_the_alias(
+    connections: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    skipped = run_result(status="skipped", rows_written=0, committed_by="earlier-run")
+    monkeypatch.setattr(ops.pgferry, "run", lambda job, on_progress=None: skipped)
+    op = copy_operator()
+    events = OutletEventAccessors()
+    out = op.execute({"outlet_events": events})  # type: ignore[arg-type]
+    assert (out["status"], out["committed_by"]) == ("skipped", "earlier-run")
+    assert events[AssetAlias(name="pgferry:d.copy")].asset_alias_events == []
+    # On a declared outlet (whose event Airflow records anyway) the extra says so.
+    target = Asset(uri="postgres://dwh.example:5432/warehouse/public/orders_copy")
+    with make_dag():
+        op = PgferryOperator(task_id="copy", source_conn_id="src", target_conn_id="dwh",
+                             source_table="public.orders", target_table="public.orders_copy",
+                             outlets=[target])  # fmt: skip
+    op.execute({"outlet_events": events})  # type: ignore[arg-type]
+    assert (events[target].extra["status"], events[target].extra["rows_written"]) == ("skipped", 0)
 
 
 def failing_run(exc: Exception) -> Any:

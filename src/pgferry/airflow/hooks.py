@@ -10,6 +10,7 @@ XCom or rendered into a template field; :attr:`PgferryHook.masked_dsn` is what m
 
 from __future__ import annotations
 
+import os
 import shlex
 import urllib.parse
 from functools import cached_property
@@ -21,7 +22,13 @@ from pgferry.errors import ConfigError
 from pgferry.spec import mask_dsn
 from pgferry.sql import TableName
 
-__all__ = ["PgferryHook", "dsn_from_connection", "table_asset", "table_uri"]
+__all__ = [
+    "PgferryHook",
+    "connection_from_environment",
+    "dsn_from_connection",
+    "table_asset",
+    "table_uri",
+]
 
 # Query parameters asyncpg reads as connection options (any other one becomes a server setting,
 # which would fail the connection for keys such as ``cursor``).
@@ -155,6 +162,23 @@ def table_uri(conn: Connection, table: str | TableName, database: str | None = N
     parts = (db, *_table_parts(table))
     path = "/".join(urllib.parse.quote(p, safe="") for p in parts)
     return f"postgres://{_authority(conn)}/{path}"
+
+
+def connection_from_environment(conn_id: str) -> Connection | None:
+    """The connection ``conn_id`` if an ``AIRFLOW_CONN_<ID>`` variable defines it, else ``None``.
+
+    Reads the process environment only (a URI or Airflow's JSON form), never a secrets backend
+    or the metadata database, so DAG parsing may call it.
+    """
+    value = os.environ.get(f"AIRFLOW_CONN_{conn_id.upper()}")
+    if not value:
+        return None
+    try:
+        if value.lstrip().startswith("{"):
+            return Connection.from_json(value, conn_id=conn_id)
+        return Connection.from_uri(value, conn_id=conn_id)
+    except Exception:  # a malformed variable fails at run time, with Airflow's own message
+        return None
 
 
 def table_asset(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -23,8 +22,8 @@ from airflow.sdk import Asset, AssetAlias, BaseOperator, Connection, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 import pgferry
-from pgferry.airflow._task import ProgressLog, pool_workers_skip_main, query_param
-from pgferry.airflow.hooks import PgferryHook, table_uri
+from pgferry.airflow._task import ProgressLog, query_param
+from pgferry.airflow.hooks import PgferryHook, connection_from_environment, table_uri
 from pgferry.errors import ConfigError, PgferryError, Transient
 from pgferry.spec import Job, Partition, apply_overrides, mask_dsn
 
@@ -178,12 +177,51 @@ class PgferryOperator(BaseOperator):
             self.map_index_template = "{{ task.partition_name }}"
         dag = self.get_dag()
         self.asset_alias_name = f"pgferry:{dag.dag_id if dag else '-'}.{self.task_id}"
+        # A mapped task is built again for each map index when it runs, after its DAG was
+        # parsed without this __init__: an Asset first declared then would be unknown to
+        # Airflow, and its event dropped. Its target event goes through the alias.
+        mapped = bool(getattr(self, "_BaseOperator__from_mapped", False))
+        if not self.inlets and not mapped:
+            source = self._asset_known_at_parse_time("source")
+            self.inlets = [source] if source is not None else []
         if not self.outlets:
-            # The target's Asset URI needs the connection, which DAG parsing must not fetch:
-            # an alias is resolved to the target Asset when the task succeeds.
+            # Where the target's Asset URI needs a connection that DAG parsing must not fetch,
+            # the alias is resolved to the target Asset when the task succeeds.
+            target = None if mapped else self._asset_known_at_parse_time("target")
             self.outlets = [AssetAlias(name=self.asset_alias_name)]
+            if target is not None:
+                self.outlets.insert(0, target)
         self._job: Job | None = None
         self._result: dict[str, Any] | None = None
+
+    def _asset_known_at_parse_time(self, side: str) -> Asset | None:
+        """The Asset of the source or target table, if known without I/O, else ``None``.
+
+        Known when the table is a literal name (no template, no override) and the connection
+        is an ``AIRFLOW_CONN_…`` variable, or the :class:`pgferry.Job` holds a ``postgres://``
+        DSN. Never raises: a DAG file must parse whatever the connection holds.
+        """
+        try:
+            if {f"{side}.table", f"{side}.query", f"{side}.dsn"} & set(self.overrides):
+                return None
+            job = self.job if isinstance(self.job, Job) else None
+            given = self.source_table if side == "source" else self.target_table
+            if side == "source" and self.source_query is not None:
+                return None
+            part = None if job is None else (job.source if side == "source" else job.target)
+            table = given if given is not None else getattr(part, "table", None)
+            if table is None or (isinstance(table, str) and "{{" in table):
+                return None
+            conn_id = self.source_conn_id if side == "source" else self.target_conn_id
+            if conn_id:
+                conn = connection_from_environment(conn_id)
+            elif part is not None and part.dsn and "://" in part.dsn:
+                conn = Connection.from_uri(part.dsn, conn_id="pgferry")
+            else:
+                conn = None
+            return Asset(uri=table_uri(conn, table)) if conn is not None else None
+        except Exception:
+            return None
 
     @property
     def partition_name(self) -> str:
@@ -307,13 +345,13 @@ class PgferryOperator(BaseOperator):
         summary = result.to_dict()
         self._result = summary
         if result.status == "skipped":
-            # The engine warned already; the target did not change, so no Asset event.
             self.log.info(
                 "pgferry job %r: nothing done; run key %r was committed by pgferry run %s",
                 job.name,
                 result.run_key,
                 result.committed_by,
             )
+            self._emit_asset_event(context, job, summary)
             return summary
         self.log.info(
             "pgferry job %r: %d rows read, %d written, %d rejected in %.1f s (%.0f rows/s, "
@@ -333,15 +371,13 @@ class PgferryOperator(BaseOperator):
 
     @staticmethod
     def _run(job: Job, on_progress: ProgressLog) -> pgferry.RunResult:
-        pool_possible = job.transform is not None and job.workers != 0
-        with pool_workers_skip_main() if pool_possible else contextlib.nullcontext():
-            try:
-                asyncio.get_running_loop()
-            except RuntimeError:
-                return pgferry.run(job, on_progress=on_progress)
-            # An event loop already runs in this thread: give the engine a thread of its own.
-            with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                return pool.submit(pgferry.run, job, on_progress=on_progress).result()
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return pgferry.run(job, on_progress=on_progress)
+        # An event loop already runs in this thread: give the engine a thread of its own.
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(pgferry.run, job, on_progress=on_progress).result()
 
     # --- Assets -------------------------------------------------------------------------------
 
@@ -369,7 +405,12 @@ class PgferryOperator(BaseOperator):
         return table_uri(conn, table, database)
 
     def _emit_asset_event(self, context: Context, job: Job, summary: Mapping[str, Any]) -> None:
-        """Record the target's Asset event (through the alias, or on a declared outlet)."""
+        """Describe the target's Asset event: on a declared outlet, or through the alias.
+
+        Airflow records an event for every declared outlet Asset of a successful task; pgferry
+        adds its ``extra``. Through the alias, pgferry adds the event itself, except for a
+        ``skipped`` run, which did not change the target.
+        """
         target = self._asset_uri("target", job)
         if target is None:
             self.log.warning("pgferry: no Asset event: the target is not a postgres:// URL")
@@ -377,6 +418,7 @@ class PgferryOperator(BaseOperator):
         extra: dict[str, Any] = {
             "job": summary["job"],
             "run_id": summary["run_id"],
+            "status": summary["status"],
             "partition": summary["partition"],
             "mode": summary["mode"],
             "rows_written": summary["rows_written"],
@@ -384,13 +426,31 @@ class PgferryOperator(BaseOperator):
             "source": self._asset_uri("source", job) or "query",
         }
         events = context["outlet_events"]
+        declared = [o for o in self.outlets if isinstance(o, Asset) and o.uri == target]
+        for outlet in declared:
+            events[outlet].extra.update(extra)
+        if declared or summary["status"] == "skipped":
+            return
         for outlet in self.outlets:
             if isinstance(outlet, AssetAlias) and outlet.name == self.asset_alias_name:
                 events[outlet].add(Asset(uri=target), extra=extra)
-            elif isinstance(outlet, Asset) and outlet.uri == target:
-                events[outlet].extra.update(extra)
 
     # --- OpenLineage --------------------------------------------------------------------------
+
+    def get_openlineage_facets_on_start(self) -> Any:
+        """The input and output datasets, named from the job alone (no database is read).
+
+        Returns ``None`` when the OpenLineage provider is not installed; never raises.
+        """
+        try:
+            from airflow.providers.openlineage.extractors import OperatorLineage  # noqa: F401
+        except ImportError:
+            return None
+        try:
+            return self._lineage(None, introspect=False)
+        except Exception as exc:
+            self.log.warning("pgferry: no OpenLineage facets: %s", exc)
+            return None
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """Input and output datasets with schemas, column lineage and output statistics.
@@ -420,7 +480,7 @@ class PgferryOperator(BaseOperator):
             self.log.warning("pgferry: no OpenLineage facets: %s", exc)
             return None
 
-    def _lineage(self, result: Mapping[str, Any] | None) -> Any:
+    def _lineage(self, result: Mapping[str, Any] | None, *, introspect: bool = True) -> Any:
         from pgferry.airflow import lineage
 
         job = self._job or self.build_job()
@@ -447,6 +507,7 @@ class PgferryOperator(BaseOperator):
                 target=target,
                 namespace=source_hook.openlineage_namespace,
                 database=source_hook.database_name,
+                introspect=introspect,
             )
         except Exception as exc:
             # Datasets without schemas are better than no lineage at all.
