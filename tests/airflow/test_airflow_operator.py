@@ -20,6 +20,7 @@ import pgferry
 from pgferry.airflow import PgferryHook, PgferryOperator, get_provider_info, table_asset
 from pgferry.airflow import lineage as lin
 from pgferry.airflow import operators as ops
+from pgferry.airflow._task import run_key_of
 from pgferry.airflow.hooks import dsn_from_connection
 from pgferry.errors import LoadError, TransientLoadError
 from pgferry.schema import Column
@@ -233,8 +234,8 @@ def test_default_run_key_is_the_task_instance() -> None:
     class TI:
         dag_id, run_id, task_id, map_index = "d", "scheduled__2024-01-02", "copy", 3
 
-    assert ops._run_key_of({"ti": TI()}) == "d/scheduled__2024-01-02/copy/3"
-    assert ops._run_key_of({}) is None
+    assert run_key_of({"ti": TI()}) == "d/scheduled__2024-01-02/copy/3"
+    assert run_key_of({}) is None
 
 
 @pytest.mark.parametrize(

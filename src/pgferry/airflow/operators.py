@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import os
 from collections.abc import Mapping, Sequence
 from functools import cached_property
@@ -22,7 +21,7 @@ from airflow.sdk import Asset, AssetAlias, BaseOperator, Connection, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 import pgferry
-from pgferry.airflow._task import ProgressLog, query_param
+from pgferry.airflow._task import ProgressLog, partition_data, query_param, run_key_of
 from pgferry.airflow.hooks import PgferryHook, connection_from_environment, table_uri
 from pgferry.errors import ConfigError, PgferryError, Transient
 from pgferry.spec import Job, Partition, apply_overrides, mask_dsn
@@ -31,39 +30,6 @@ __all__ = ["DEFAULT_RUN_KEY", "PgferryOperator"]
 
 DEFAULT_RUN_KEY = "{{ dag.dag_id }}/{{ run_id }}/{{ task.task_id }}/{{ ti.map_index }}"
 """The default ``run_key``: the same for every try and clear of one task instance."""
-
-
-def _partition_data(value: Any) -> dict[str, Any] | None:
-    """A partition argument (model, mapping or JSON text) as a plain mapping with a name."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, Partition):
-        return value.model_dump()
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError as exc:
-            raise ConfigError(
-                f"partition: expected a mapping or JSON object, got {value!r}"
-            ) from exc
-    if not isinstance(value, Mapping):
-        raise ConfigError(
-            f"partition: expected a pgferry.Partition or a mapping, got {type(value).__name__}"
-        )
-    data = dict(value)
-    if not data.get("name") and data.get("column"):
-        low = "" if data.get("lower") is None else data["lower"]
-        high = "" if data.get("upper") is None else data["upper"]
-        data["name"] = f"{data['column']}[{low}..{high})"
-    return data
-
-
-def _run_key_of(context: Mapping[str, Any]) -> str | None:
-    """:data:`DEFAULT_RUN_KEY` computed from a task context (``None`` without a task instance)."""
-    ti = context.get("ti")
-    if ti is None:
-        return None
-    return f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}"
 
 
 class PgferryOperator(BaseOperator):
@@ -227,7 +193,7 @@ class PgferryOperator(BaseOperator):
     def partition_name(self) -> str:
         """The partition's name (after rendering), or ``""``."""
         try:
-            data = _partition_data(self.partition)
+            data = partition_data(self.partition)
         except ConfigError:
             return ""
         return str(data.get("name") or "") if data else ""
@@ -266,7 +232,7 @@ class PgferryOperator(BaseOperator):
             "run_key": self.run_key,
         }
         changes |= {k: v for k, v in simple.items() if v is not None}
-        partition = _partition_data(self.partition)
+        partition = partition_data(self.partition)
         if partition is not None:
             changes["partition"] = partition
         changes |= self.overrides
@@ -298,7 +264,7 @@ class PgferryOperator(BaseOperator):
         if self.run_key == DEFAULT_RUN_KEY:
             # Not rendered (execute() called directly): a literal template would be one key
             # for every run, and would skip them all.
-            self.run_key = _run_key_of(context)
+            self.run_key = run_key_of(context)
         try:
             job = self.build_job()
         except ConfigError as exc:
@@ -438,19 +404,8 @@ class PgferryOperator(BaseOperator):
     # --- OpenLineage --------------------------------------------------------------------------
 
     def get_openlineage_facets_on_start(self) -> Any:
-        """The input and output datasets, named from the job alone (no database is read).
-
-        Returns ``None`` when the OpenLineage provider is not installed; never raises.
-        """
-        try:
-            from airflow.providers.openlineage.extractors import OperatorLineage  # noqa: F401
-        except ImportError:
-            return None
-        try:
-            return self._lineage(None, introspect=False)
-        except Exception as exc:
-            self.log.warning("pgferry: no OpenLineage facets: %s", exc)
-            return None
+        """The input and output datasets, named from the job alone (no database is read)."""
+        return self._lineage_or_none(None, introspect=False)
 
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
         """Input and output datasets with schemas, column lineage and output statistics.
@@ -458,29 +413,24 @@ class PgferryOperator(BaseOperator):
         Returns ``None`` when the OpenLineage provider is not installed. Never raises: lineage
         must not fail the task.
         """
-        try:
-            from airflow.providers.openlineage.extractors import OperatorLineage  # noqa: F401
-        except ImportError:
-            return None
-        try:
-            return self._lineage(self._result)
-        except Exception as exc:
-            self.log.warning("pgferry: no OpenLineage facets: %s", exc)
-            return None
+        return self._lineage_or_none(self._result, introspect=True)
 
     def get_openlineage_facets_on_failure(self, task_instance: Any) -> Any:
         """Datasets and schemas of a failed run (no output statistics)."""
+        return self._lineage_or_none(None, introspect=True)
+
+    def _lineage_or_none(self, result: Mapping[str, Any] | None, *, introspect: bool) -> Any:
         try:
             from airflow.providers.openlineage.extractors import OperatorLineage  # noqa: F401
         except ImportError:
             return None
         try:
-            return self._lineage(None)
+            return self._lineage(result, introspect=introspect)
         except Exception as exc:
             self.log.warning("pgferry: no OpenLineage facets: %s", exc)
             return None
 
-    def _lineage(self, result: Mapping[str, Any] | None, *, introspect: bool = True) -> Any:
+    def _lineage(self, result: Mapping[str, Any] | None, *, introspect: bool) -> Any:
         from pgferry.airflow import lineage
 
         job = self._job or self.build_job()
