@@ -1,21 +1,16 @@
 """The job spec: a validated, serialisable description of one transfer.
 
-The same :class:`Job` is built from Python, from a YAML or TOML file (:func:`load_job`), from
-CLI options, from Airflow operator arguments and from Dagster config. Secrets never appear in
-its ``repr``: DSN passwords are masked by :func:`mask_dsn`.
+The same :class:`Job` is built from Python, from a YAML or TOML file (:func:`load_job`, in
+:mod:`pgferry.jobfile`), from CLI options, from Airflow operator arguments and from Dagster
+config. Secrets never appear in its ``repr``: DSN passwords are masked by :func:`mask_dsn`.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import sys
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -28,6 +23,7 @@ from pydantic import (
 )
 
 from pgferry.errors import ConfigError
+from pgferry.jobfile import apply_overrides, load_job, parse_overrides
 from pgferry.sql import TableName, check_type_name
 
 __all__ = [
@@ -36,13 +32,13 @@ __all__ = [
     "Partition",
     "Source",
     "Target",
+    "apply_overrides",
     "load_job",
     "mask_dsn",
     "parse_overrides",
 ]
 
 _IMPORT_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
-_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-(.*?))?\}")
 
 Mode = Literal["append", "replace", "upsert"]
 _INTERVAL = re.compile(r"[0-9A-Za-z .:+-]+")
@@ -460,97 +456,3 @@ class Job(_Model):
             f"{getattr(self.transform, '__qualname__', repr(self.transform))}"
         )
         return data
-
-
-# --- Loading from files --------------------------------------------------------------------
-
-
-def _interpolate(value: Any, path: str) -> Any:
-    if isinstance(value, str):
-
-        def repl(m: re.Match[str]) -> str:
-            var, default = m.group(1), m.group(2)
-            value = os.environ.get(var)
-            if value or (value is not None and default is None):
-                return value
-            if default is not None:  # as in the shell, :- also replaces an empty value
-                return default
-            raise ConfigError(f"{path}: environment variable {var} is not set")
-
-        return _ENV_REF.sub(repl, value)
-    if isinstance(value, dict):
-        return {k: _interpolate(v, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_interpolate(v, f"{path}[{i}]") for i, v in enumerate(value)]
-    return value
-
-
-def parse_overrides(items: Sequence[str]) -> dict[str, Any]:
-    """Turn ``["target.table=x", "batch_size=100"]`` into ``{"target.table": "x", ...}``.
-
-    Values are parsed as YAML scalars, so numbers and booleans get their types.
-    """
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"--set {item!r}: expected key=value")
-        try:
-            out[key.strip()] = yaml.safe_load(raw) if raw else ""
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"--set {item!r}: cannot parse the value: {exc}") from exc
-    return out
-
-
-def apply_overrides(data: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Set dotted keys (``target.table``) in a nested mapping, creating levels as needed."""
-    for dotted, value in overrides.items():
-        node = data
-        parts = dotted.split(".")
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"cannot set {dotted!r}: {part!r} is not a section")
-            node = child
-        node[parts[-1]] = value
-    return data
-
-
-def load_job(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Job:
-    """Load a job from a YAML (``.yaml``, ``.yml``) or TOML (``.toml``) file.
-
-    ``${VAR}`` and ``${VAR:-default}`` in string values are replaced from the environment. The
-    file's directory is put on ``sys.path`` so that ``transform: my_module:fn`` finds a module
-    that sits beside the job file.
-
-    Args:
-        path: The job file.
-        overrides: Dotted keys to set before validation (``{"target.table": "x"}``).
-
-    Raises:
-        ConfigError: If the file cannot be read or parsed, or the job is invalid; the message
-            names the file and the offending key.
-    """
-    file = Path(path)
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read job file {str(file)!r}: {exc.strerror}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"job file {str(file)!r} is not UTF-8 text: {exc.reason}") from exc
-    try:
-        if file.suffix.lower() == ".toml":
-            raw: Any = tomllib.loads(text)
-        else:
-            raw = yaml.safe_load(text)
-    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"cannot parse job file {str(file)!r}: {exc}") from exc
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"job file {str(file)!r} must hold a mapping at the top level")
-    data = _interpolate(apply_overrides(raw, overrides or {}), "")
-    job_dir = str(file.resolve().parent)
-    if job_dir not in sys.path:
-        sys.path.insert(0, job_dir)
-    return Job.from_dict(data, f"job file {str(file)!r}")

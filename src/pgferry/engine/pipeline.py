@@ -1,10 +1,10 @@
-"""The two paths a run's rows take, each with its stages running concurrently.
+"""The ``rows`` path, and the stage machinery both of a run's paths share.
 
-* ``pipe`` (no transform): ``COPY (…) TO STDOUT (FORMAT binary)`` streamed into
-  ``COPY … FROM STDIN (FORMAT binary)``; no row is decoded in Python.
-* ``rows``: a server-side cursor reads batches → bounded queue → transform (inline or in a
-  process pool) → bounded queue of results in extraction order → :class:`Writer`, one
+* ``rows`` (here): a server-side cursor reads batches → bounded queue → transform (inline or
+  in a process pool) → bounded queue of results in extraction order → :class:`Writer`, one
   transaction per batch with its ledger entry.
+* ``pipe`` (no transform, :mod:`pgferry.engine.pipe`): ``COPY (…) TO STDOUT (FORMAT binary)``
+  streamed into ``COPY … FROM STDIN (FORMAT binary)``; no row is decoded in Python.
 
 Every stage runs in one :class:`asyncio.TaskGroup`: an exception in any stage, a task
 cancellation or Ctrl-C cancels the others and rolls back the batch in flight.
@@ -22,28 +22,22 @@ from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
-from pgferry import schema, sql
+from pgferry import schema
 from pgferry.engine import pool as tpool
 from pgferry.engine import transform as tf
 from pgferry.engine import values
-from pgferry.engine.extract import END, extract_batches, extract_failure
-from pgferry.engine.load import Reject, Writer, explain_encode_failure, load_failure
+from pgferry.engine.extract import END, extract_batches
+from pgferry.engine.load import Reject, Writer
+from pgferry.engine.load_errors import explain_encode_failure
 from pgferry.engine.plan import SourcePlan, position_text
-from pgferry.errors import LoadError, PgferryError, SchemaError, TransformError
+from pgferry.errors import PgferryError, SchemaError, TransformError
 from pgferry.result import RunResult
 from pgferry.spec import Job
 
 if TYPE_CHECKING:  # the pool's modules load when a pool starts (import time of pgferry)
     from concurrent.futures import ProcessPoolExecutor
 
-__all__ = [
-    "Progress",
-    "ProgressCallback",
-    "RowLevelPipeFailure",
-    "run_pipe",
-    "run_rows",
-    "sync_deletes",
-]
+__all__ = ["Progress", "ProgressCallback", "run_rows", "run_stages"]
 
 log = logging.getLogger("pgferry")
 
@@ -88,177 +82,6 @@ def _leaves(eg: BaseExceptionGroup[BaseException]) -> list[BaseException]:
     for exc in eg.exceptions:
         out.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
     return out
-
-
-_WRITE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
-
-
-class RowLevelPipeFailure(LoadError):
-    """A row in the binary stream was refused; the run falls back to decoded rows, which can
-    name the row and set it aside."""
-
-
-async def pipe(
-    src: asyncpg.Connection,
-    query: str,
-    args: Sequence[Any],
-    *,
-    depth: int,
-    job: Job,
-    write: Callable[[Any], Coroutine[Any, Any, Any]],
-    after_read: Callable[[], Coroutine[Any, Any, None]] | None = None,
-    result: RunResult | None = None,
-    on_progress: ProgressCallback | None = None,
-) -> Any:
-    """Stream ``COPY (query) TO STDOUT (FORMAT binary)`` into ``write(chunks)``.
-
-    ``after_read`` runs on the source inside the same snapshot once the data is out (to read
-    the last position). Returns what ``write`` returns.
-    """
-    chunks: asyncio.Queue[Any] = asyncio.Queue(maxsize=max(8, depth * 4))
-    stats = result.stages if result is not None else None
-    moved = 0
-    written: Any = None
-
-    async def sink(data: bytes) -> None:
-        nonlocal moved
-        moved += len(data)
-        start = time.perf_counter()
-        await chunks.put(data)
-        if stats is not None:
-            stats["extract"].wait_s += time.perf_counter() - start
-        if on_progress is not None:
-            on_progress(Progress(0, 0, moved, None, "pipe"))
-
-    async def producer() -> None:
-        start = time.perf_counter()
-        try:
-            async with src.transaction(isolation="repeatable_read", readonly=True):
-                await src.copy_from_query(query, *args, output=sink, format="binary")
-                if after_read is not None:
-                    await after_read()
-        except (*_WRITE_ERRORS, ValueError) as exc:
-            raise extract_failure(exc, job=job.name, batch=0) from exc
-        await chunks.put(END)
-        if stats is not None:
-            stats["extract"].busy_s += time.perf_counter() - start - stats["extract"].wait_s
-
-    async def source() -> Any:
-        while True:
-            start = time.perf_counter()
-            chunk = await chunks.get()
-            if stats is not None:
-                stats["load"].wait_s += time.perf_counter() - start
-            if chunk is END:
-                return
-            yield chunk
-
-    async def consumer() -> None:
-        nonlocal written
-        start = time.perf_counter()
-        written = await write(source())
-        if stats is not None:
-            stats["load"].busy_s += time.perf_counter() - start - stats["load"].wait_s
-
-    await run_stages(producer(), consumer())
-    return written
-
-
-async def run_pipe(
-    job: Job,
-    src: asyncpg.Connection,
-    writer: Writer,
-    plan: SourcePlan,
-    result: RunResult,
-    on_progress: ProgressCallback | None,
-) -> None:
-    """The binary pipe: one COPY stream, committed with its ledger entry in one transaction."""
-    result.path = "pipe"
-    await writer.prepare(plan.columns, {c.name for c in plan.columns})
-    select = sql.select_with_casts(
-        plan.unordered, [(c.name, writer.casts.get(c.name)) for c in plan.columns]
-    )
-    position: list[str] | None = None
-
-    async def read_position() -> None:
-        nonlocal position
-        if plan.position_columns:
-            row = await src.fetchrow(
-                sql.last_position(plan.unordered, plan.position_columns), *plan.args
-            )
-            position = list(row) if row is not None else None
-
-    async def write(chunks: Any) -> tuple[int, int]:
-        tgt = writer.conn
-        try:
-            async with tgt.transaction():
-                copied, rows = await writer.write_stream(chunks)
-                await writer.store.save_batch(
-                    tgt,
-                    job.name,
-                    writer.partition,
-                    watermark=position if plan.position_kind == "watermark" else None,
-                    progress=position if plan.position_kind == "progress" else None,
-                    run_id=result.run_id,
-                    rows=rows,
-                )
-        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
-            raise RowLevelPipeFailure(
-                f"the target refused a row of the binary stream: {exc}", job=job.name
-            ) from exc
-        except _WRITE_ERRORS as exc:
-            raise load_failure(
-                exc, job=job.name, table=writer.table, batch=0, columns=writer.columns
-            ) from exc
-        return copied, rows
-
-    copied, rows = await pipe(
-        src,
-        select,
-        plan.args,
-        depth=job.queue_depth,
-        job=job,
-        write=write,
-        after_read=read_position,
-        result=result,
-        on_progress=on_progress,
-    )
-    result.rows_read += copied
-    result.rows_written += rows
-    result.batches += 1
-    if position is not None and plan.position_kind == "watermark":
-        result.watermark_after = position[0]
-
-
-async def sync_deletes(
-    job: Job, src: asyncpg.Connection, writer: Writer, plan: SourcePlan, result: RunResult
-) -> None:
-    """Delete target rows whose key is gone from the source (full upsert runs)."""
-    key = job.upsert_key or []
-    keys_table = "pgferry_source_keys"
-    select = sql.select_with_casts(
-        sql.ordered_source(plan.base, key, where=(), order_by=()),
-        [(k, writer.types[k]) for k in key],
-    )
-    tgt = writer.conn
-
-    async def write(chunks: Any) -> int:
-        await tgt.execute(sql.create_keys_table(keys_table, [(k, writer.types[k]) for k in key]))
-        status = await tgt.copy_to_table(keys_table, source=chunks, format="binary")
-        return int(str(status).split()[-1])
-
-    async with tgt.transaction():
-        await tgt.execute(f"DROP TABLE IF EXISTS pg_temp.{sql.quote_ident(keys_table)}")
-        seen = await pipe(src, select, plan.base_args, depth=job.queue_depth, job=job, write=write)
-        status = await tgt.execute(sql.delete_missing_keys(writer.table, keys_table, key))
-        await tgt.execute(f"DROP TABLE pg_temp.{sql.quote_ident(keys_table)}")
-    result.rows_deleted = int(status.split()[-1])
-    log.info(
-        "job %s: %d source keys, deleted %d target rows whose key is gone",
-        job.name,
-        seen,
-        result.rows_deleted,
-    )
 
 
 async def run_rows(

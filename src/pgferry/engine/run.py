@@ -27,13 +27,8 @@ from pgferry import schema
 from pgferry.connection import close_quietly, connect, is_transient_pg_error
 from pgferry.engine import parallel
 from pgferry.engine.load import Writer
-from pgferry.engine.pipeline import (
-    ProgressCallback,
-    RowLevelPipeFailure,
-    run_pipe,
-    run_rows,
-    sync_deletes,
-)
+from pgferry.engine.pipe import RowLevelPipeFailure, run_pipe, sync_deletes
+from pgferry.engine.pipeline import ProgressCallback, run_rows
 from pgferry.engine.plan import SourcePlan, plan_source
 from pgferry.errors import PgferryError, SchemaError, Transient, TransientError
 from pgferry.result import RunResult

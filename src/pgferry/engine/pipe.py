@@ -1,0 +1,202 @@
+"""The ``pipe`` path: a job without a transform, streamed as binary COPY, no row decoded.
+
+``COPY (…) TO STDOUT (FORMAT binary)`` on the source feeds ``COPY … FROM STDIN (FORMAT
+binary)`` on the target through a bounded queue of raw chunks; the whole stream and its ledger
+entry are one transaction. The same stream carries a full upsert's source keys for
+:func:`sync_deletes`. The ``rows`` path and the shared stage machinery are in
+:mod:`pgferry.engine.pipeline`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
+
+import asyncpg
+
+from pgferry import sql
+from pgferry.engine.extract import END, extract_failure
+from pgferry.engine.load import Writer
+from pgferry.engine.load_errors import load_failure
+from pgferry.engine.pipeline import Progress, ProgressCallback, run_stages
+from pgferry.engine.plan import SourcePlan
+from pgferry.errors import LoadError
+from pgferry.result import RunResult
+from pgferry.spec import Job
+
+__all__ = ["RowLevelPipeFailure", "pipe", "run_pipe", "sync_deletes"]
+
+log = logging.getLogger("pgferry")
+
+_WRITE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+
+class RowLevelPipeFailure(LoadError):
+    """A row in the binary stream was refused; the run falls back to decoded rows, which can
+    name the row and set it aside."""
+
+
+async def pipe(
+    src: asyncpg.Connection,
+    query: str,
+    args: Sequence[Any],
+    *,
+    depth: int,
+    job: Job,
+    write: Callable[[Any], Coroutine[Any, Any, Any]],
+    after_read: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    result: RunResult | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> Any:
+    """Stream ``COPY (query) TO STDOUT (FORMAT binary)`` into ``write(chunks)``.
+
+    ``after_read`` runs on the source inside the same snapshot once the data is out (to read
+    the last position). Returns what ``write`` returns.
+    """
+    chunks: asyncio.Queue[Any] = asyncio.Queue(maxsize=max(8, depth * 4))
+    stats = result.stages if result is not None else None
+    moved = 0
+    written: Any = None
+
+    async def sink(data: bytes) -> None:
+        nonlocal moved
+        moved += len(data)
+        start = time.perf_counter()
+        await chunks.put(data)
+        if stats is not None:
+            stats["extract"].wait_s += time.perf_counter() - start
+        if on_progress is not None:
+            on_progress(Progress(0, 0, moved, None, "pipe"))
+
+    async def producer() -> None:
+        start = time.perf_counter()
+        try:
+            async with src.transaction(isolation="repeatable_read", readonly=True):
+                await src.copy_from_query(query, *args, output=sink, format="binary")
+                if after_read is not None:
+                    await after_read()
+        except (*_WRITE_ERRORS, ValueError) as exc:
+            raise extract_failure(exc, job=job.name, batch=0) from exc
+        await chunks.put(END)
+        if stats is not None:
+            stats["extract"].busy_s += time.perf_counter() - start - stats["extract"].wait_s
+
+    async def source() -> Any:
+        while True:
+            start = time.perf_counter()
+            chunk = await chunks.get()
+            if stats is not None:
+                stats["load"].wait_s += time.perf_counter() - start
+            if chunk is END:
+                return
+            yield chunk
+
+    async def consumer() -> None:
+        nonlocal written
+        start = time.perf_counter()
+        written = await write(source())
+        if stats is not None:
+            stats["load"].busy_s += time.perf_counter() - start - stats["load"].wait_s
+
+    await run_stages(producer(), consumer())
+    return written
+
+
+async def run_pipe(
+    job: Job,
+    src: asyncpg.Connection,
+    writer: Writer,
+    plan: SourcePlan,
+    result: RunResult,
+    on_progress: ProgressCallback | None,
+) -> None:
+    """The binary pipe: one COPY stream, committed with its ledger entry in one transaction."""
+    result.path = "pipe"
+    await writer.prepare(plan.columns, {c.name for c in plan.columns})
+    select = sql.select_with_casts(
+        plan.unordered, [(c.name, writer.casts.get(c.name)) for c in plan.columns]
+    )
+    position: list[str] | None = None
+
+    async def read_position() -> None:
+        nonlocal position
+        if plan.position_columns:
+            row = await src.fetchrow(
+                sql.last_position(plan.unordered, plan.position_columns), *plan.args
+            )
+            position = list(row) if row is not None else None
+
+    async def write(chunks: Any) -> tuple[int, int]:
+        tgt = writer.conn
+        try:
+            async with tgt.transaction():
+                copied, rows = await writer.write_stream(chunks)
+                await writer.store.save_batch(
+                    tgt,
+                    job.name,
+                    writer.partition,
+                    watermark=position if plan.position_kind == "watermark" else None,
+                    progress=position if plan.position_kind == "progress" else None,
+                    run_id=result.run_id,
+                    rows=rows,
+                )
+        except (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError) as exc:
+            raise RowLevelPipeFailure(
+                f"the target refused a row of the binary stream: {exc}", job=job.name
+            ) from exc
+        except _WRITE_ERRORS as exc:
+            raise load_failure(
+                exc, job=job.name, table=writer.table, batch=0, columns=writer.columns
+            ) from exc
+        return copied, rows
+
+    copied, rows = await pipe(
+        src,
+        select,
+        plan.args,
+        depth=job.queue_depth,
+        job=job,
+        write=write,
+        after_read=read_position,
+        result=result,
+        on_progress=on_progress,
+    )
+    result.rows_read += copied
+    result.rows_written += rows
+    result.batches += 1
+    if position is not None and plan.position_kind == "watermark":
+        result.watermark_after = position[0]
+
+
+async def sync_deletes(
+    job: Job, src: asyncpg.Connection, writer: Writer, plan: SourcePlan, result: RunResult
+) -> None:
+    """Delete target rows whose key is gone from the source (full upsert runs)."""
+    key = job.upsert_key or []
+    keys_table = "pgferry_source_keys"
+    select = sql.select_with_casts(
+        sql.ordered_source(plan.base, key, where=(), order_by=()),
+        [(k, writer.types[k]) for k in key],
+    )
+    tgt = writer.conn
+
+    async def write(chunks: Any) -> int:
+        await tgt.execute(sql.create_keys_table(keys_table, [(k, writer.types[k]) for k in key]))
+        status = await tgt.copy_to_table(keys_table, source=chunks, format="binary")
+        return int(str(status).split()[-1])
+
+    async with tgt.transaction():
+        await tgt.execute(f"DROP TABLE IF EXISTS pg_temp.{sql.quote_ident(keys_table)}")
+        seen = await pipe(src, select, plan.base_args, depth=job.queue_depth, job=job, write=write)
+        status = await tgt.execute(sql.delete_missing_keys(writer.table, keys_table, key))
+        await tgt.execute(f"DROP TABLE pg_temp.{sql.quote_ident(keys_table)}")
+    result.rows_deleted = int(status.split()[-1])
+    log.info(
+        "job %s: %d source keys, deleted %d target rows whose key is gone",
+        job.name,
+        seen,
+        result.rows_deleted,
+    )
