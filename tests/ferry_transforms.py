@@ -66,3 +66,16 @@ def split_name_killed_at_1000(row: dict[str, Any]) -> dict[str, Any]:
 def with_pid(row: dict[str, Any]) -> dict[str, Any]:
     """The row plus ``pid``: the process that transformed it."""
     return {**row, "pid": os.getpid()}
+
+
+def split_name_failing_at_2000(row: dict[str, Any]) -> dict[str, Any]:
+    """The standard transform, refusing row 2000 (a terminal transform error)."""
+    if row["id"] == 2000:
+        raise ValueError("two thousand is not allowed")
+    return demo.split_name(row)
+
+
+def slow_split_name(row: dict[str, Any]) -> dict[str, Any]:
+    """The standard transform at 0.5 ms a row: slow enough to be killed mid-run."""
+    time.sleep(0.0005)
+    return demo.split_name(row)

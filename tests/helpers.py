@@ -88,3 +88,13 @@ def differences(dsn: str, target: str = "people", expected: str = "bench_expecte
         f"EXCEPT ALL SELECT * FROM {target}) b)",
     )
     return value
+
+
+def job_with(defaults: dict[str, Any], **changes: Any) -> Any:
+    """``pgferry.Job`` from ``defaults``, with ``source``/``target`` changes merged key by key."""
+    import pgferry
+
+    data = dict(defaults)
+    for k, v in changes.items():
+        data[k] = {**data[k], **v} if k in ("source", "target") else v
+    return pgferry.Job.from_dict(data)

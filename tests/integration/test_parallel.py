@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 import pgferry
-from helpers import Databases, differences, execute, fetch, fetchval, load_workload
+from helpers import Databases, differences, execute, fetch, fetchval, job_with, load_workload
 from pgferry.engine import parallel
 
 ROWS = 12_000
@@ -55,7 +55,7 @@ def par_transforms(
 
 
 def job(dbs: Databases, **kw: Any) -> pgferry.Job:
-    data: dict[str, Any] = {
+    defaults: dict[str, Any] = {
         "name": "par",
         "source": {"dsn": dbs.source, "table": "bench_src", "key": "id"},
         # Source and target in one database, so that EXCEPT can compare them in SQL.
@@ -64,12 +64,8 @@ def job(dbs: Databases, **kw: Any) -> pgferry.Job:
         "batch_size": 1_000,
         "pipelines": 2,
     }
-    for k, v in kw.items():
-        if k in ("source", "target"):
-            data[k] = {**data[k], **v}
-        else:
-            data[k] = v
-    return pgferry.Job.from_dict(data)
+    built: pgferry.Job = job_with(defaults, **kw)
+    return built
 
 
 def ledger(dsn: str, name: str = "par") -> list[tuple[Any, ...]]:

@@ -18,39 +18,21 @@ from typing import Any
 import pytest
 
 import pgferry
-from helpers import Databases, differences, execute, fetch, fetchval, load_workload
+from helpers import Databases, differences, execute, fetch, fetchval, job_with, load_workload
 
 ROWS = 3_000
-TRANSFORMS = """
-import time
-
-from ferry_transforms import split_name
-
-
-def fail_on_2000(row):
-    if row["id"] == 2000:
-        raise ValueError("two thousand is not allowed")
-    return split_name(row)
-
-
-def slow_split_name(row):
-    time.sleep(0.0005)
-    return split_name(row)
-"""
 
 
 @pytest.fixture
-def workload(dbs: Databases, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Databases:
-    """The standard workload, and ``keyed_transforms`` importable here and in subprocesses."""
+def workload(dbs: Databases, monkeypatch: pytest.MonkeyPatch) -> Databases:
+    """The standard workload; ``ferry_transforms`` importable in ``pgferry run`` subprocesses."""
     load_workload(dbs.source, ROWS)
-    (tmp_path / "keyed_transforms.py").write_text(TRANSFORMS)
-    monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(sys.path))
     return dbs
 
 
-def job(dbs: Databases, **kw: Any) -> pgferry.Job:
-    data: dict[str, Any] = {
+def job(dbs: Databases, **changes: Any) -> pgferry.Job:
+    defaults: dict[str, Any] = {
         "name": "keyed",
         "source": {"dsn": dbs.source, "table": "bench_src"},
         # Source and target in one database, so that EXCEPT ALL can compare them in SQL.
@@ -61,12 +43,8 @@ def job(dbs: Databases, **kw: Any) -> pgferry.Job:
         "pipelines": 1,
         "run_key": "dag/run-1/task/-1",
     }
-    for k, v in kw.items():
-        if k in ("source", "target"):
-            data[k] = {**data[k], **v}
-        else:
-            data[k] = v
-    return pgferry.Job.from_dict(data)
+    job: pgferry.Job = job_with(defaults, **changes)
+    return job
 
 
 def runs(dsn: str) -> list[tuple[Any, ...]]:
@@ -161,7 +139,9 @@ def test_a_run_that_died_after_its_last_commit_counts_as_done(workload: Database
 
 def test_a_failed_run_is_not_done(workload: Databases) -> None:
     # Row 2,000 fails the transform: with a key, the first 1,500 rows stay committed.
-    bad = job(workload, source={"key": "id"}, transform="keyed_transforms:fail_on_2000")
+    bad = job(
+        workload, source={"key": "id"}, transform="ferry_transforms:split_name_failing_at_2000"
+    )
     with pytest.raises(pgferry.PgferryError):
         pgferry.run(bad)
     assert fetchval(workload.source, "SELECT count(*) FROM people") == 1_500
@@ -179,7 +159,7 @@ def test_killed_runs_under_one_key_end_with_every_row_once(
     job_file.write_text(
         f"name: keyed\nsource: {{dsn: '{workload.source}', table: bench_src}}\n"
         f"target: {{dsn: '{workload.source}', table: people}}\n"
-        "transform: keyed_transforms:slow_split_name\nbatch_size: 200\nworkers: 0\n"
+        "transform: ferry_transforms:slow_split_name\nbatch_size: 200\nworkers: 0\n"
         "lock_wait: 30\n"
     )
     command = [sys.executable, "-m", "pgferry", "run", str(job_file), "--quiet"]
