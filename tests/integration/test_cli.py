@@ -29,6 +29,12 @@ def pgferry(
     )
 
 
+def copy_options(source_dsn: str, table: str, target_dsn: str) -> list[str]:
+    """``pgferry run`` options that copy ``table`` to a target table ``copy``."""
+    return ["--source-dsn", source_dsn, "--source-table", table, "--target-dsn", target_dsn,
+            "--target-table", "copy"]  # fmt: skip
+
+
 def test_run_job_file_with_env_and_json(dbs: Databases, tmp_path: Path) -> None:
     load_workload(dbs.source, 1_000)
     (tmp_path / "people_transform.py").write_text(
@@ -69,14 +75,7 @@ def test_run_inline_options(dbs: Databases) -> None:
     load_workload(dbs.source, 100)
     proc = pgferry(
         "run",
-        "--source-dsn",
-        dbs.source,
-        "--source-table",
-        "bench_src",
-        "--target-dsn",
-        dbs.target,
-        "--target-table",
-        "copy",
+        *copy_options(dbs.source, "bench_src", dbs.target),
         "--mode",
         "replace",
         "--quiet",
@@ -90,14 +89,7 @@ def test_summary_table_without_json(dbs: Databases) -> None:
     load_workload(dbs.source, 10)
     proc = pgferry(
         "run",
-        "--source-dsn",
-        dbs.source,
-        "--source-table",
-        "bench_src",
-        "--target-dsn",
-        dbs.target,
-        "--target-table",
-        "copy",
+        *copy_options(dbs.source, "bench_src", dbs.target),
     )
     assert proc.returncode == 0, proc.stderr
     assert "rows written" in proc.stdout
@@ -133,28 +125,14 @@ def test_missing_env_var_and_missing_file(tmp_path: Path) -> None:
 def test_failed_run_exits_1_with_clear_message(dbs: Databases) -> None:
     proc = pgferry(
         "run",
-        "--source-dsn",
-        dbs.source,
-        "--source-table",
-        "missing_table",
-        "--target-dsn",
-        dbs.target,
-        "--target-table",
-        "copy",
+        *copy_options(dbs.source, "missing_table", dbs.target),
     )
     assert proc.returncode == 1
     assert "source table missing_table does not exist" in proc.stderr
     assert "Traceback" not in proc.stderr
     debug = pgferry(
         "run",
-        "--source-dsn",
-        dbs.source,
-        "--source-table",
-        "missing_table",
-        "--target-dsn",
-        dbs.target,
-        "--target-table",
-        "copy",
+        *copy_options(dbs.source, "missing_table", dbs.target),
         "--debug",
     )
     assert debug.returncode == 1
@@ -165,14 +143,7 @@ def test_password_never_printed(dbs: Databases) -> None:
     dsn = dbs.source.replace("postgres@", "postgres:hunter2@")
     proc = pgferry(
         "run",
-        "--source-dsn",
-        dsn,
-        "--source-table",
-        "missing_table",
-        "--target-dsn",
-        dsn,
-        "--target-table",
-        "copy",
+        *copy_options(dsn, "missing_table", dsn),
         "--json",
         "--debug",
     )
@@ -188,14 +159,7 @@ def test_progress_bar_on_a_terminal(dbs: Databases) -> None:
             [
                 *PGFERRY,
                 "run",
-                "--source-dsn",
-                dbs.source,
-                "--source-table",
-                "bench_src",
-                "--target-dsn",
-                dbs.target,
-                "--target-table",
-                "copy",
+                *copy_options(dbs.source, "bench_src", dbs.target),
                 "--transform",
                 "pgferry.demo:split_name",
                 "--batch-size",
