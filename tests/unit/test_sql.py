@@ -355,3 +355,18 @@ def test_other_statements_quote_identifiers() -> None:
     assert sql.rename_constraint(t, "c", "d") == (
         'ALTER TABLE "s"."T" RENAME CONSTRAINT "c" TO "d"'
     )
+
+
+def test_array_bounds_probe_quotes_columns_and_is_the_last_column() -> None:
+    probe = sql.array_bounds_probe(["a", 'x"; DROP TABLE y; --'])
+    assert probe == (
+        "CASE WHEN strpos(replace(array_dims(\"a\"), '[1:', ''), '[') > 0 "
+        "THEN '0 ' || array_dims(\"a\") "
+        "WHEN strpos(replace(array_dims(\"x\"\"; DROP TABLE y; --\"), '[1:', ''), '[') > 0 "
+        'THEN \'1 \' || array_dims("x""; DROP TABLE y; --") END'
+    )
+    query = sql.ordered_source("SELECT 1", ["id", "a"], where=["x"], order_by=["id"], probe=probe)
+    assert query == (
+        f'SELECT "id", "a", {probe} AS "pgferry: array bounds" FROM (SELECT 1) AS pgferry_src '
+        'WHERE (x) ORDER BY "id"'
+    )

@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from pgferry.connection import is_transient_pg_error
+from pgferry.engine.bounds import strip_probe
 from pgferry.errors import ExtractError, PgferryError, TransientExtractError
 from pgferry.result import StageStats
 
@@ -90,6 +91,7 @@ async def extract_batches(
     job: str,
     snapshot: str | None = None,
     on_snapshot: Callable[[], None] | None = None,
+    arrays: Sequence[str] = (),
 ) -> int:
     """Read ``query`` with a server-side cursor and put :class:`Batch` objects on ``queue``.
 
@@ -100,6 +102,8 @@ async def extract_batches(
         snapshot: An exported snapshot to read in (``SET TRANSACTION SNAPSHOT``), shared with
             the other readers of a parallel run.
         on_snapshot: Called once ``snapshot`` is imported (the exporting transaction may end).
+        arrays: The array columns checked by ``query``'s last column, which is dropped from
+            every batch (:mod:`pgferry.engine.bounds`).
 
     Returns:
         The number of rows read. :data:`END` is put on the queue after the last batch.
@@ -118,6 +122,8 @@ async def extract_batches(
                     rows = await cursor.fetch(batch_size)
                 if not rows:
                     break
+                if arrays:
+                    rows = strip_probe(rows, arrays, job=job, batch=seq)
                 total += len(rows)
                 batch = Batch(seq, columns, rows, len(rows))
                 del rows  # the queue holds the batch; nothing here may outlive it

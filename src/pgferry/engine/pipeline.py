@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 
 from pgferry import schema
+from pgferry.engine import bounds, values
 from pgferry.engine import pool as tpool
 from pgferry.engine import transform as tf
-from pgferry.engine import values
 from pgferry.engine.extract import END, extract_batches
 from pgferry.engine.load import Reject, Writer
 from pgferry.engine.load_errors import explain_encode_failure
@@ -108,6 +108,7 @@ async def run_rows(
         on_snapshot: Called once the reader's transaction has imported ``snapshot``.
     """
     _check_row_path_types(job, plan)
+    query, arrays = await bounds.checked_query(src, plan)
     await values.prepare_source(src)
     fn = tf.load_transform(job.transform) if job.transform is not None else None
     is_batch = fn is not None and tf.is_batch_transform(fn)
@@ -266,7 +267,7 @@ async def run_rows(
     async def extract_stage() -> None:
         await extract_batches(
             src,
-            plan.query,
+            query,
             plan.args,
             names,
             batch_size=job.batch_size,
@@ -275,6 +276,7 @@ async def run_rows(
             job=job.name,
             snapshot=snapshot,
             on_snapshot=on_snapshot,
+            arrays=arrays,
         )
 
     try:
