@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -77,6 +78,7 @@ class Killer:
         target: DSN of the target database (where the state tables are).
         name: The job's name (its rows in ``pgferry.runs`` and ``pgferry.ledger``).
         table: The target table :meth:`KillPoint.after_pages` watches.
+        args: More arguments of ``pgferry run`` (``--run-key k``).
         landed: Each kill that landed, as its point's description.
     """
 
@@ -84,6 +86,7 @@ class Killer:
     target: str
     name: str
     table: str = "dst"
+    args: Sequence[str] = ()
     landed: list[str] = field(default_factory=list)
 
     def finish(self) -> None:
@@ -112,7 +115,7 @@ class Killer:
             before = loop.run_until_complete(self._observe(conn, point)) if point else 0
             with tempfile.TemporaryFile("w+") as err:  # a pipe could fill up and block the run
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "pgferry", "run", str(self.job), "--quiet"],
+                    [sys.executable, "-m", "pgferry", "run", str(self.job), "--quiet", *self.args],
                     stdout=subprocess.DEVNULL,
                     stderr=err,
                     text=True,

@@ -310,7 +310,10 @@ def test_refused_connection_names_host_and_masks_password() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     dsn = f"postgresql://bob:topsecret@127.0.0.1:{port}/db"
-    j = pgferry.Job(source={"dsn": dsn, "table": "t"}, target={"dsn": dsn, "table": "t"})
+    # No retries: a refused connection is transient, and the backoff would only add waits.
+    j = pgferry.Job(
+        source={"dsn": dsn, "table": "t"}, target={"dsn": dsn, "table": "t"}, max_retries=0
+    )
     with pytest.raises(ConnectError) as info:
         pgferry.run(j)
     assert isinstance(info.value, Transient)

@@ -300,6 +300,7 @@ def test_a_failing_pipeline_fails_the_run_and_keeps_committed_batches(dbs: Datab
     assert ledger(dbs.source) == [("", None)]
 
 
+@pytest.mark.slow
 def test_terminated_backend_is_retried_without_duplicates(
     dbs: Databases, pg_server_dsn: str
 ) -> None:
@@ -340,6 +341,7 @@ def test_terminated_backend_is_retried_without_duplicates(
     assert ledger(dbs.source) == [("", None)]
 
 
+@pytest.mark.slow
 def test_a_killed_worker_fails_the_run_and_the_next_run_finishes(dbs: Databases) -> None:
     load_workload(dbs.source, ROWS)
     killed: list[int] = []
@@ -495,6 +497,7 @@ def wait_for_no_backends(dsn: str) -> None:
     raise AssertionError("pipelines outlived their killed coordinator")
 
 
+@pytest.mark.slow
 def test_append_survives_kills(dbs: Databases, tmp_path: Path) -> None:
     setup_kill_source(dbs.source)
     runs = killer(tmp_path, dbs, "")
@@ -511,6 +514,7 @@ def test_append_survives_kills(dbs: Databases, tmp_path: Path) -> None:
                                     "pgferry.ledger")] == [("", None)]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_upsert_and_replace_survive_kills(dbs: Databases, tmp_path: Path) -> None:
     setup_kill_source(dbs.source)
     rnd = random.Random(5)
@@ -532,6 +536,7 @@ def test_upsert_and_replace_survive_kills(dbs: Databases, tmp_path: Path) -> Non
         )
 
 
+@pytest.mark.slow
 def test_a_stopped_parallel_run_is_finished_by_a_single_pipeline(
     dbs: Databases, tmp_path: Path
 ) -> None:
@@ -551,6 +556,7 @@ def test_a_stopped_parallel_run_is_finished_by_a_single_pipeline(
                                     "pgferry.ledger")] == [("", None)]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_every_pipeline(dbs: Databases, tmp_path: Path) -> None:
     setup_kill_source(dbs.source)
     runs = killer(tmp_path, dbs, "")
