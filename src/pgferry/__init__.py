@@ -23,13 +23,16 @@ from pgferry.connection import Interval
 from pgferry.engine import Progress, ProgressCallback, run_async
 from pgferry.engine.transform import batch_transform
 from pgferry.errors import (
+    ConcurrentRunError,
     ConfigError,
     ConnectError,
     ExtractError,
+    JobValidationError,
     LoadError,
     PgferryError,
     SchemaError,
     TransformError,
+    TransformImportError,
     Transient,
 )
 from pgferry.lineage import column_lineage
@@ -40,12 +43,14 @@ from pgferry.spec import Incremental, Job, Partition, Source, Target, load_job, 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ConcurrentRunError",
     "ConfigError",
     "ConnectError",
     "ExtractError",
     "Incremental",
     "Interval",
     "Job",
+    "JobValidationError",
     "LoadError",
     "Partition",
     "PgferryError",
@@ -57,6 +62,7 @@ __all__ = [
     "StageStats",
     "Target",
     "TransformError",
+    "TransformImportError",
     "Transient",
     "__version__",
     "batch_transform",

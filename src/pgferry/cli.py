@@ -211,7 +211,7 @@ def run(
             traceback.print_exc()
         # Exit 2 is for a job that could not be built at all; once the run has started, any
         # failure (a missing table, a bad transform path, an unreachable host) is exit 1.
-        _fail(str(exc), 1, as_json=as_json, result=getattr(exc, "result", None))
+        _fail(str(exc), 1, as_json=as_json, result=exc.result)
     if as_json:
         click.echo(result.to_json())
     elif not quiet:
@@ -436,7 +436,7 @@ def demo(rows: int, workers: str, batch_size: int | None, quiet: bool, as_json: 
             with progress_reporter(not quiet and not as_json, "demo") as callback:
                 result = pgferry.run(job, on_progress=callback)
         except PgferryError as exc:
-            _fail(str(exc), 1, as_json=as_json, result=getattr(exc, "result", None))
+            _fail(str(exc), 1, as_json=as_json, result=exc.result)
         mismatches = asyncio.run(_compare_with_expected(source, target))
         if as_json:
             click.echo(result.to_json())

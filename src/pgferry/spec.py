@@ -8,7 +8,7 @@ config. Secrets never appear in its ``repr``: DSN passwords are masked by :func:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -22,7 +22,7 @@ from pydantic import (
     model_validator,
 )
 
-from pgferry.errors import ConfigError
+from pgferry.errors import ConfigError, JobValidationError
 from pgferry.jobfile import apply_overrides, load_job, parse_overrides
 from pgferry.sql import TableName, check_type_name
 
@@ -89,20 +89,6 @@ TableField = Annotated[
     PlainSerializer(lambda t: [t.schema, t.name] if t.schema else [t.name], return_type=list),
 ]
 KeyField = Annotated[list[str] | None, BeforeValidator(_as_key)]
-
-
-class JobValidationError(ConfigError):
-    """A job, source or target failed validation.
-
-    Attributes:
-        problems: ``(dotted key, problem)`` pairs; the key is empty for the model itself.
-    """
-
-    def __init__(
-        self, message: str, *, problems: Sequence[tuple[str, str]] = (), **context: Any
-    ) -> None:
-        super().__init__(message, **context)
-        self.problems = list(problems)
 
 
 def _error_lines(exc: ValidationError) -> list[tuple[str, str]]:

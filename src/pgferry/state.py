@@ -19,18 +19,14 @@ from typing import Any
 import asyncpg
 
 from pgferry import sql
-from pgferry.errors import PgferryError, Transient
+from pgferry.errors import ConcurrentRunError, PgferryError
 from pgferry.result import RunResult
 
-__all__ = ["SCHEMA_VERSION", "ConcurrentRunError", "LedgerEntry", "StateStore"]
+__all__ = ["SCHEMA_VERSION", "LedgerEntry", "StateStore"]
 
 log = logging.getLogger("pgferry")
 
 SCHEMA_VERSION = 3
-
-
-class ConcurrentRunError(PgferryError, Transient):
-    """Another run of the same job and partition held the lock for longer than ``lock_wait``."""
 
 
 @dataclass(frozen=True)

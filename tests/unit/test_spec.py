@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from pgferry.engine.transform import TransformImportError, load_transform
-from pgferry.errors import ConfigError, TransformError
+from pgferry.engine.transform import load_transform
+from pgferry.errors import ConfigError, TransformError, TransformImportError
 from pgferry.spec import (
     Job,
     Source,

@@ -292,7 +292,7 @@ class PgferryOperator(BaseOperator):
         try:
             result = self._run(job, progress)
         except PgferryError as exc:
-            failed = getattr(exc, "result", None)
+            failed = exc.result
             if failed is not None:
                 self.log.error(
                     "pgferry job %r failed after %d attempt(s): %d rows read, %d written "

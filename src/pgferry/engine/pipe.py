@@ -23,20 +23,15 @@ from pgferry.engine.load import Writer
 from pgferry.engine.load_errors import load_failure
 from pgferry.engine.pipeline import Progress, ProgressCallback, run_stages
 from pgferry.engine.plan import SourcePlan
-from pgferry.errors import LoadError
+from pgferry.errors import RowLevelPipeFailure
 from pgferry.result import RunResult
 from pgferry.spec import Job
 
-__all__ = ["RowLevelPipeFailure", "pipe", "run_pipe", "sync_deletes"]
+__all__ = ["pipe", "run_pipe", "sync_deletes"]
 
 log = logging.getLogger("pgferry")
 
 _WRITE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
-
-
-class RowLevelPipeFailure(LoadError):
-    """A row in the binary stream was refused; the run falls back to decoded rows, which can
-    name the row and set it aside."""
 
 
 async def pipe(

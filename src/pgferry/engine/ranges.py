@@ -23,9 +23,10 @@ import asyncpg
 
 from pgferry.engine import transform as tf
 from pgferry.engine.plan import PIPELINES_MARKER, SourcePlan
+from pgferry.errors import ConcurrentRunError
 from pgferry.result import RunResult
 from pgferry.spec import Job, Partition
-from pgferry.state import ConcurrentRunError, LedgerEntry, StateStore
+from pgferry.state import LedgerEntry, StateStore
 
 __all__ = [
     "MARKER",

@@ -27,13 +27,20 @@ from pgferry import schema
 from pgferry.connection import close_quietly, connect, is_transient_pg_error
 from pgferry.engine import parallel
 from pgferry.engine.load import Writer
-from pgferry.engine.pipe import RowLevelPipeFailure, run_pipe, sync_deletes
+from pgferry.engine.pipe import run_pipe, sync_deletes
 from pgferry.engine.pipeline import ProgressCallback, run_rows
 from pgferry.engine.plan import SourcePlan, plan_source
-from pgferry.errors import PgferryError, SchemaError, Transient, TransientError
+from pgferry.errors import (
+    ConcurrentRunError,
+    PgferryError,
+    RowLevelPipeFailure,
+    SchemaError,
+    Transient,
+    TransientError,
+)
 from pgferry.result import RunResult
 from pgferry.spec import Job
-from pgferry.state import ConcurrentRunError, LedgerEntry, StateStore
+from pgferry.state import LedgerEntry, StateStore
 
 __all__ = ["run_async"]
 
@@ -161,7 +168,7 @@ async def _run(job: Job, on_progress: ProgressCallback | None) -> RunResult:
         result.error = str(exc) or type(exc).__name__
         if isinstance(exc, PgferryError):
             exc.with_context(job=job.name)
-            exc.result = result  # type: ignore[attr-defined]
+            exc.result = result
         raise
     finally:
         result.duration_s = time.perf_counter() - t0

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from itertools import repeat
 from typing import Any, TypeVar
 
-from pgferry.errors import ConfigError, TransformError
+from pgferry.errors import ConfigError, TransformError, TransformImportError
 
 __all__ = ["apply_transform", "batch_transform", "load_transform"]
 
@@ -40,10 +40,6 @@ def batch_transform(fn: F) -> F:
 def is_batch_transform(fn: Callable[..., Any]) -> bool:
     """True if ``fn`` was marked with :func:`batch_transform`."""
     return bool(getattr(fn, _BATCH_ATTR, False))
-
-
-class TransformImportError(ConfigError, TransformError):
-    """The transform's import path does not lead to a callable."""
 
 
 def load_transform(spec: str | Callable[..., Any]) -> Callable[..., Any]:
