@@ -1,6 +1,6 @@
-"""Load: write batches into the target, each with its ledger entry in one transaction.
+"""The PostgreSQL sink: batches into a table, each with its ledger entry in one transaction.
 
-:class:`Writer` owns the target side of a run: it creates or checks the table, writes each
+:class:`PostgresSink` owns the target side of a run: it creates or checks the table, writes each
 batch (``COPY``, or ``COPY`` into a staging table and a merge for ``upsert``), isolates rows the
 target refuses by bisecting the batch, records rejects and the ledger position in the same
 transaction, and at the end commits, clears progress, syncs deletes or swaps the shadow in.
@@ -16,9 +16,10 @@ import asyncpg
 
 from pgferry import schema, sql
 from pgferry.engine import values
-from pgferry.engine.load_errors import explain_encode_failure, load_failure
 from pgferry.engine.plan import SourcePlan
-from pgferry.engine.replace import ReplacePlan
+from pgferry.engine.sinks.base import Reject
+from pgferry.engine.sinks.postgres_errors import explain_encode_failure, load_failure
+from pgferry.engine.sinks.replace import ReplacePlan
 from pgferry.errors import LoadError, PgferryError, SchemaError
 from pgferry.result import RunResult
 from pgferry.schema import Column
@@ -26,12 +27,9 @@ from pgferry.spec import Job
 from pgferry.sql import TableName
 from pgferry.state import StateStore
 
-__all__ = ["Reject", "Writer", "explain_encode_failure", "load_failure"]
+__all__ = ["PostgresSink"]
 
 log = logging.getLogger("pgferry")
-
-Reject = tuple[str, str, str, str | None, dict[str, Any]]
-"""A rejected row: ``(stage, error class, message, column, row as a dict)``."""
 
 # Errors that one bad row can cause; anything else (a lost connection, a full disk) is not
 # narrowed down by bisecting.
@@ -46,8 +44,8 @@ _ROW_ERRORS = (
 _STAGE = "pgferry_stage"
 
 
-class Writer:
-    """The target side of one run attempt.
+class PostgresSink:
+    """The target side of one run attempt, when the target is a PostgreSQL table.
 
     Args:
         job: The job.
@@ -208,8 +206,32 @@ class Writer:
         """Write one batch, its rejects and its ledger entry in one transaction.
 
         Raises:
-            LoadError: The target refused rows past ``max_rejects``, or failed otherwise.
+            LoadError: The target refused rows past ``max_rejects``, or failed otherwise; a
+                value that cannot be encoded for its column is named with its row.
         """
+        try:
+            await self._write(seq, rows, rows_read=rows_read, position=position, rejects=rejects)
+        except (TypeError, ValueError, OverflowError, AttributeError) as exc:
+            raise await explain_encode_failure(
+                exc,
+                self.conn,
+                job=self.job.name,
+                table=self.table,
+                copy_into=self.copy_into,
+                batch=seq,
+                columns=self.columns,
+                rows=rows,
+            ) from exc
+
+    async def _write(
+        self,
+        seq: int,
+        rows: Sequence[Sequence[Any]],
+        *,
+        rows_read: int,
+        position: list[str] | None,
+        rejects: Sequence[Reject],
+    ) -> None:
         conn, job = self.conn, self.job
         batch = list(rows)
         if self._json_as_text is not None:
