@@ -7,9 +7,9 @@ process.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import operator
+import pkgutil
 from collections.abc import Callable, Mapping, Sequence
 from itertools import repeat
 from typing import Any, TypeVar
@@ -53,22 +53,19 @@ def load_transform(spec: str | Callable[..., Any]) -> Callable[..., Any]:
         return spec
     module_name, _, attr_path = spec.partition(":")
     try:
-        obj: Any = importlib.import_module(module_name)
-    except Exception as exc:
+        obj: object = pkgutil.resolve_name(spec)
+    except AttributeError as exc:
+        raise TransformImportError(
+            f"module {module_name!r} has no attribute {attr_path!r} (transform {spec!r})"
+        ) from exc
+    except Exception as exc:  # the module's own import failed: ImportError, SyntaxError…
         raise TransformImportError(
             f"cannot import transform module {module_name!r} (from {spec!r}): "
             f"{type(exc).__name__}: {exc}"
         ) from exc
-    for part in attr_path.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError as exc:
-            raise TransformImportError(
-                f"module {module_name!r} has no attribute {attr_path!r} (transform {spec!r})"
-            ) from exc
     if not callable(obj):
         raise TransformImportError(f"transform {spec!r} is a {type(obj).__name__}, not callable")
-    return obj  # type: ignore[no-any-return]
+    return obj
 
 
 def import_path_of(fn: Callable[..., Any]) -> str | None:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from pgferry import locks
+from pgferry import locks, schema
 from pgferry.engine import functions as tf
 from pgferry.engine.plan import PIPELINES_MARKER, SourcePlan
 from pgferry.result import RunResult
@@ -41,7 +41,6 @@ __all__ = [
 log = logging.getLogger("pgferry")
 
 MARKER = PIPELINES_MARKER
-_INTEGER_TYPES = {"smallint", "integer", "bigint"}
 
 
 @dataclass
@@ -120,7 +119,7 @@ def why_not_parallel(job: Job, plan: SourcePlan) -> str | None:
     if len(key) != 1:
         return "key ranges need a single-column key (source.key or target.key)"
     types = {c.name: c.type for c in plan.columns}
-    if types.get(key[0]) not in _INTEGER_TYPES:
+    if types.get(key[0]) not in schema.INTEGER_TYPES:
         return f"the key {key[0]!r} is not an integer column"
     if job.target.mode == "upsert" and job.upsert_key != key:
         return "the upsert key differs from the key the ranges split"
