@@ -66,7 +66,9 @@ async def plan_partitions_async(job: Job, n: int) -> list[Partition]:
         if n == 1:
             return _ranges(column, [])
         if types[column] in schema.INTEGER_TYPES:
-            low, high = await conn.fetchrow(sql.min_max(base, column))
+            span = await conn.fetchrow(sql.min_max(base, column))
+            assert span is not None  # an aggregate: one row, always
+            low, high = span
             if low is None:
                 return _ranges(column, [])
             step = (high - low + 1) / n

@@ -108,7 +108,9 @@ async def describe_target(job: Job, *, count: bool) -> TargetInfo | None:
         columns = await schema.describe_table(conn, job.target.table)
         if columns is None:
             return None
-        db, nsp, rel = await conn.fetchrow(_QUALIFIED_NAME, job.target.table.sql)
+        name = await conn.fetchrow(_QUALIFIED_NAME, job.target.table.sql)
+        assert name is not None  # `$1::regclass` raises for a missing table: a row comes back
+        db, nsp, rel = name
         rows = await _target_scope_count(conn, job, columns) if count and columns else None
         return TargetInfo(f"{db}.{nsp}.{rel}", columns, rows)
 

@@ -76,7 +76,9 @@ async def checked_query(conn: asyncpg.Connection, plan: SourcePlan) -> tuple[str
     return query, arrays
 
 
-def strip_probe(rows: Sequence[Any], arrays: Sequence[str], *, job: str, batch: int) -> list[Any]:
+def strip_probe(
+    rows: Sequence[asyncpg.Record], arrays: Sequence[str], *, job: str, batch: int
+) -> list[tuple[Any, ...]]:
     """The batch without its probe column; refused if an array in it does not start at 1.
 
     Args:

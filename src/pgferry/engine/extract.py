@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import asyncpg
 
 from pgferry.engine.bounds import strip_probe
-from pgferry.engine.items import Batch
+from pgferry.engine.items import Batch, record_rows
 from pgferry.engine.stages import END
 from pgferry.errors import ExtractError, PgferryError, TransientExtractError
 from pgferry.result import StageStats
@@ -93,14 +93,17 @@ async def extract_batches(
             cursor = await conn.cursor(query, *args)
             while True:
                 with stats.busy():
-                    rows = await cursor.fetch(batch_size)
-                if not rows:
+                    records = await cursor.fetch(batch_size)
+                if not records:
                     break
-                if arrays:
-                    rows = strip_probe(rows, arrays, job=job, batch=seq)
+                rows = (
+                    strip_probe(records, arrays, job=job, batch=seq)
+                    if arrays
+                    else record_rows(records)
+                )
                 total += len(rows)
                 batch = Batch(seq, columns, rows, len(rows))
-                del rows  # the queue holds the batch; nothing here may outlive it
+                del records, rows  # the queue holds the batch; nothing here may outlive it
                 with stats.waiting():
                     await queue.put(batch)
                 del batch
@@ -116,7 +119,7 @@ async def pipe_out(
     conn: asyncpg.Connection,
     query: str,
     *,
-    sink: Callable[[bytes], Awaitable[None]],
+    sink: Callable[[bytes], Coroutine[Any, Any, None]],
     job: str,
 ) -> None:
     """Stream ``COPY (query) TO STDOUT (FORMAT binary)`` into ``sink``, chunk by chunk.
