@@ -154,6 +154,7 @@ def test_password_never_printed(dbs: Databases) -> None:
     assert "hunter2" not in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_progress_bar_on_a_terminal(dbs: Databases) -> None:
     load_workload(dbs.source, 3_000)
     primary, secondary = pty.openpty()

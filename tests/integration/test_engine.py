@@ -242,6 +242,7 @@ def test_replace_keeps_indexes_grants_comments_views(dbs: Databases) -> None:
         )
 
 
+@pytest.mark.slow
 def test_replace_is_atomic_for_concurrent_readers(dbs: Databases) -> None:
     load_workload(dbs.source, 20_000)
     execute(dbs.target, "CREATE TABLE people AS SELECT * FROM generate_series(1, 1234) AS id")
