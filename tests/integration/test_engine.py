@@ -251,7 +251,7 @@ def test_replace_is_atomic_for_concurrent_readers(dbs: Databases) -> None:
     execute(dbs.target, "DELETE FROM people WHERE id > 1234")
     seen: set[int] = set()
     errors: list[BaseException] = []
-    stop = threading.Event()
+    stop, swapped = threading.Event(), threading.Event()
 
     async def read() -> None:
         import asyncpg
@@ -259,7 +259,10 @@ def test_replace_is_atomic_for_concurrent_readers(dbs: Databases) -> None:
         conn = await asyncpg.connect(dbs.target)
         try:
             while not stop.is_set():
-                seen.add(await conn.fetchval("SELECT count(*) FROM people"))
+                count = await conn.fetchval("SELECT count(*) FROM people")
+                seen.add(count)
+                if count == 20_000:
+                    swapped.set()
         finally:
             await conn.close()
 
@@ -276,7 +279,7 @@ def test_replace_is_atomic_for_concurrent_readers(dbs: Databases) -> None:
             dbs, transform="ferry_transforms:split_name", target={"mode": "replace"}, batch_size=500
         )
         assert pgferry.run(j).rows_written == 20_000
-        time.sleep(0.2)
+        assert swapped.wait(60), "the reader never saw the new table"
     finally:
         stop.set()
         thread.join()
