@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from helpers import Databases, dsn_with_database, execute, fetchval
+from helpers import Databases, dsn_with_database, execute_each, fetchval
 
 
 @pytest.fixture(scope="session")
@@ -55,18 +55,29 @@ def pg_server_dsn() -> Iterator[str]:
         server.stop()
 
 
+@pytest.fixture(scope="session")
+def create_database_options(pg_server_dsn: str) -> str:
+    """``STRATEGY = FILE_COPY`` where the server has it (PostgreSQL 15+).
+
+    The default since 15, ``WAL_LOG``, writes the whole template through the WAL and the shared
+    buffers: for the two small databases of every test, copying the files is the cheaper way
+    (measured on the embedded server: about 40 ms instead of 45 to 100 ms to create, 3 to 5 ms
+    instead of 12 to 17 ms to drop).
+    """
+    version = fetchval(pg_server_dsn, "SELECT current_setting('server_version_num')::int")
+    return " STRATEGY = FILE_COPY" if version >= 150000 else ""
+
+
 @pytest.fixture
-def dbs(pg_server_dsn: str) -> Iterator[Databases]:
+def dbs(pg_server_dsn: str, create_database_options: str) -> Iterator[Databases]:
     """Two empty databases, ``.source`` and ``.target`` (DSNs), dropped after the test."""
     stem = f"t_{uuid.uuid4().hex[:8]}"
+    # The names are generated hex, so plain double quotes are safe here.
     names = [f"{stem}_src", f"{stem}_tgt"]
-    created: list[str] = []
     try:
-        for name in names:
-            # The names are generated hex, so plain double quotes are safe here.
-            execute(pg_server_dsn, f'CREATE DATABASE "{name}"')
-            created.append(name)
+        execute_each(
+            pg_server_dsn, [f'CREATE DATABASE "{n}"{create_database_options}' for n in names]
+        )
         yield Databases(*(dsn_with_database(pg_server_dsn, name) for name in names))
     finally:
-        for name in created:
-            execute(pg_server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        execute_each(pg_server_dsn, [f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)' for n in names])

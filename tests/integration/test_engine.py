@@ -33,8 +33,17 @@ def job(dbs: Databases, **kw: object) -> pgferry.Job:
     return pgferry.Job.from_dict(data)
 
 
-@pytest.mark.parametrize("batch_size", [1, 7, 10_000])
-@pytest.mark.parametrize("workers", [0, 2, "auto"])
+# Tiny batches through a pool of two processes take seconds: make test runs them, test-fast
+# keeps the pool with one batch size.
+STANDARD_CASES = [
+    pytest.param(workers, batch_size, id=f"{workers}-{batch_size}", marks=slow)
+    for workers in (0, 2, "auto")
+    for batch_size in (1, 7, 10_000)
+    for slow in [[pytest.mark.slow] if workers == 2 and batch_size < 10_000 else []]
+]
+
+
+@pytest.mark.parametrize(("workers", "batch_size"), STANDARD_CASES)
 def test_standard_transform_matches_sql(dbs: Databases, batch_size: int, workers: object) -> None:
     rows = 300 if batch_size == 1 else 2_000
     load_workload(dbs.source, rows)
