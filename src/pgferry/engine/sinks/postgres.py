@@ -107,8 +107,9 @@ class PostgresSink:
                     if self.upsert and job.upsert_key:
                         await conn.execute(sql.create_unique_index(self.table, job.upsert_key))
                 log.info("created target table %s", self.table)
-            except asyncpg.DuplicateTableError:
-                # Another run created it meanwhile: check against what is there now.
+            except (asyncpg.DuplicateTableError, asyncpg.UniqueViolationError):
+                # Another run created it meanwhile (two CREATE TABLEs racing may also collide
+                # on the catalog's unique index of type names): check against what is there now.
                 await self.prepare(incoming, typed)
                 return
         self.columns = tuple(c.name for c in incoming)
