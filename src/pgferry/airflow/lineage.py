@@ -103,7 +103,7 @@ async def _describe(job: Job, inputs: Sequence[TableName]) -> tuple[Any, ...]:
         _, source_columns, _ = await describe_source(src, job)
         input_columns = [await describe_table(src, t) for t in inputs]
         tgt = await connect(job.target.dsn, role="target", job=job.name, timeout=timeout)
-        target_columns = await describe_table(tgt, job.target.table)
+        target_columns = await describe_table(tgt, job.target.pg_table)
         return source_columns, target_columns or [], input_columns
     finally:
         await close_quietly(src)

@@ -448,7 +448,7 @@ class PgferryOperator(BaseOperator):
             else None
         )
         target = lineage.DatasetRef(
-            target_hook.openlineage_namespace, target_hook.openlineage_name(job.target.table)
+            target_hook.openlineage_namespace, target_hook.openlineage_name(job.target.pg_table)
         )
         try:
             info = lineage.gather(

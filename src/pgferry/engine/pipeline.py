@@ -30,6 +30,7 @@ from pgferry.engine.extract import END, extract_batches
 from pgferry.engine.load import Reject, Writer
 from pgferry.engine.load_errors import explain_encode_failure
 from pgferry.engine.plan import SourcePlan, position_text
+from pgferry.engine.sinks.http import HttpSink, http_columns
 from pgferry.errors import PgferryError, SchemaError, TransformError
 from pgferry.result import RunResult
 from pgferry.spec import Job
@@ -87,7 +88,7 @@ def _leaves(eg: BaseExceptionGroup[BaseException]) -> list[BaseException]:
 async def run_rows(
     job: Job,
     src: asyncpg.Connection,
-    writer: Writer,
+    writer: Writer | HttpSink,
     plan: SourcePlan,
     result: RunResult,
     on_progress: ProgressCallback | None,
@@ -226,8 +227,12 @@ async def run_rows(
                 if prepared is not None:
                     await writer.attach(prepared)
                 else:
-                    incoming = schema.output_columns(
-                        out_cols, out_rows, plan.columns, job.target.columns
+                    incoming = (
+                        http_columns(out_cols, plan.columns, job.target.columns)
+                        if isinstance(writer, HttpSink)
+                        else schema.output_columns(
+                            out_cols, out_rows, plan.columns, job.target.columns
+                        )
                     )
                     typed = {c.name for c in plan.columns} | set(job.target.columns)
                     await writer.prepare(incoming, typed & set(out_cols))
@@ -243,6 +248,8 @@ async def run_rows(
                             seq, out_rows, rows_read=rows_read, position=position, rejects=rejects
                         )
                     except (TypeError, ValueError, OverflowError, AttributeError) as exc:
+                        if isinstance(writer, HttpSink):
+                            raise
                         raise await explain_encode_failure(
                             exc,
                             writer.conn,

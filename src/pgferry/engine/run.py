@@ -26,6 +26,7 @@ import asyncpg
 from pgferry import schema
 from pgferry.connection import close_quietly, connect, is_transient_pg_error
 from pgferry.engine import parallel
+from pgferry.engine.http_attempt import attempt_http, state_dsn
 from pgferry.engine.load import Writer
 from pgferry.engine.pipe import RowLevelPipeFailure, run_pipe, sync_deletes
 from pgferry.engine.pipeline import ProgressCallback, run_rows
@@ -47,9 +48,14 @@ def _utcnow() -> str:
 async def _connect(
     job: Job, role: str, codecs: bool = False, purpose: str | None = None
 ) -> asyncpg.Connection:
-    side = job.source if role == "source" else job.target
+    dsn: str | None
+    if role == "target" and job.target.http is not None:
+        # The run's lock, history and ledger live in the state database.
+        dsn, role = state_dsn(job), "state"
+    else:
+        dsn = (job.source if role == "source" else job.target).dsn
     return await connect(
-        side.dsn,
+        dsn,
         role=role,
         job=job.name,
         timeout=job.connect_timeout,
@@ -116,7 +122,8 @@ async def run_async(job: Job, *, on_progress: ProgressCallback | None = None) ->
 
 
 async def _run(job: Job, on_progress: ProgressCallback | None) -> RunResult:
-    result = RunResult(job=job.name, mode=job.target.mode, started_at=_utcnow())
+    mode = "http" if job.target.http is not None else job.target.mode
+    result = RunResult(job=job.name, mode=mode, started_at=_utcnow())
     partition = job.partition.name if job.partition else ""
     result.partition = partition
     store = StateStore(job.state_schema)
@@ -273,6 +280,9 @@ async def _attempt(
     force_rows: bool = False,
 ) -> None:
     """One attempt: fresh connections, plan from the ledger, move the rows, finish."""
+    if job.target.http is not None:
+        await attempt_http(job, store, result, on_progress)
+        return
     row_path = job.transform is not None or force_rows
     src = tgt = None
     writer: Writer | None = None
