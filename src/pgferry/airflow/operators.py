@@ -21,6 +21,7 @@ from airflow.sdk import Asset, AssetAlias, BaseOperator, Connection, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 import pgferry
+from pgferry.airflow._http import endpoint_asset, endpoint_dataset, http_target_changes, shown_url
 from pgferry.airflow._task import ProgressLog, partition_data, query_param, run_key_of
 from pgferry.airflow.hooks import PgferryHook, connection_from_environment, table_uri
 from pgferry.errors import ConfigError, PgferryError, Transient
@@ -67,6 +68,13 @@ class PgferryOperator(BaseOperator):
             succeeded and running it again is skipped instead of appending the rows twice
             (see :attr:`pgferry.Job.run_key`). ``None``: no run key (each run appends).
         progress_interval: Seconds between progress lines in the task log.
+        target_http_conn_id: An ``http`` connection (apache-airflow-providers-http): send the
+            rows to its base URL joined with ``endpoint``, with its extras as headers and its
+            login as basic authentication (an HTTP target, ``target.http``).
+        endpoint: The path under the connection's base URL (templated); without
+            ``target_http_conn_id``, a whole URL.
+        state_conn_id: A ``postgres`` connection for the ledger, runs and rejects of an HTTP
+            target (``state.dsn``).
         **kwargs: Passed to ``BaseOperator`` (``retries``, ``outlets``…).
     """
 
@@ -79,6 +87,7 @@ class PgferryOperator(BaseOperator):
         "partition",
         "overrides",
         "run_key",
+        "endpoint",
     )
     template_fields_renderers = {
         "source_query": "sql",
@@ -110,15 +119,25 @@ class PgferryOperator(BaseOperator):
         job_name: str | None = None,
         run_key: str | None = DEFAULT_RUN_KEY,
         progress_interval: float = 30.0,
+        target_http_conn_id: str | None = None,
+        endpoint: str | None = None,
+        state_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if source_table is not None and source_query is not None:
             raise ValueError(f"task {self.task_id!r}: give source_table or source_query, not both")
-        if job is None and ((source_table is None and source_query is None) or not target_table):
+        http = target_http_conn_id is not None or endpoint is not None
+        if job is None and ((source_table is None and source_query is None) or not (
+            target_table or http
+        )):  # fmt: skip
             raise ValueError(
-                f"task {self.task_id!r}: give a job, or source_table/source_query and target_table"
+                f"task {self.task_id!r}: give a job, or source_table/source_query and "
+                "target_table (or target_http_conn_id and endpoint)"
             )
+        self.target_http_conn_id = target_http_conn_id
+        self.endpoint = endpoint
+        self.state_conn_id = state_conn_id
         self.job = os.fspath(job) if isinstance(job, os.PathLike) else job
         self.source_conn_id = source_conn_id
         self.target_conn_id = target_conn_id
@@ -241,6 +260,8 @@ class PgferryOperator(BaseOperator):
             changes["source.dsn"] = self.source_hook.dsn
         if self.target_hook is not None:
             changes["target.dsn"] = self.target_hook.dsn
+        state = PgferryHook(self.state_conn_id).dsn if self.state_conn_id else None
+        changes |= http_target_changes(self.target_http_conn_id, self.endpoint, state)
         return changes
 
     def build_job(self) -> Job:
@@ -284,7 +305,7 @@ class PgferryOperator(BaseOperator):
             "pgferry job %r: %s -> %s (mode %s%s)",
             job.name,
             mask_dsn(job.source.dsn),
-            mask_dsn(job.target.dsn),
+            shown_url(job.target.http.url) if job.target.http else mask_dsn(job.target.dsn),
             job.target.mode,
             f", partition {job.partition.name}" if job.partition else "",
         )
@@ -363,6 +384,8 @@ class PgferryOperator(BaseOperator):
             table = job.source.table
             database = self.source_hook.database if self.source_hook else None
         else:
+            if job.target.http is not None:
+                return endpoint_asset(job.target.http.url).uri
             conn = self._connection_of(self.target_hook, job.target.dsn)
             table = job.target.table
             database = self.target_hook.database if self.target_hook else None
@@ -435,6 +458,8 @@ class PgferryOperator(BaseOperator):
 
         job = self._job or self.build_job()
         source_conn = self._connection_of(self.source_hook, job.source.dsn)
+        if job.target.http is not None:
+            return self._http_lineage(job, source_conn, result, introspect=introspect)
         target_conn = self._connection_of(self.target_hook, job.target.dsn)
         if source_conn is None or target_conn is None:
             return None
@@ -470,6 +495,39 @@ class PgferryOperator(BaseOperator):
                 database=source_hook.database_name,
                 introspect=False,
             )
+        return lineage.operator_lineage(info, result)
+
+    def _http_lineage(
+        self,
+        job: Job,
+        source_conn: Connection | None,
+        result: Mapping[str, Any] | None,
+        *,
+        introspect: bool,
+    ) -> Any:
+        """Lineage of an HTTP target: the endpoint as the output dataset."""
+        from pgferry.airflow import lineage
+
+        assert job.target.http is not None
+        if source_conn is None:
+            return None
+        source_hook = self.source_hook or _UriHook(source_conn)
+        source = (
+            lineage.DatasetRef(
+                source_hook.openlineage_namespace, source_hook.openlineage_name(job.source.table)
+            )
+            if job.source.table is not None
+            else None
+        )
+        target = lineage.DatasetRef(*endpoint_dataset(job.target.http.url))
+        info = lineage.gather(
+            job,
+            source=source,
+            target=target,
+            namespace=source_hook.openlineage_namespace,
+            database=source_hook.database_name,
+            introspect=introspect,
+        )
         return lineage.operator_lineage(info, result)
 
 

@@ -144,7 +144,10 @@ class HttpSink:
         self.columns: tuple[str, ...] = ()
         self.ready = False
         self.sender = Sender(self.http, job=job.name, backoff=job.retry_backoff)
-        self.max_pending = max(1, job.queue_depth)
+        # Enough batches in flight to keep every slot busy while the oldest one finishes, and
+        # no more: a batch waiting here holds its rows without sending them any sooner.
+        per_batch = -(-job.batch_size // self.http.rows_in_request)
+        self.max_pending = max(2, -(-self.http.concurrency // per_batch) + 1)
         self._pending: collections.deque[_Pending] = collections.deque()
         self._rejects_total = 0
         self._encoder: RowEncoder | None = None
@@ -189,7 +192,8 @@ class HttpSink:
     ) -> None:
         """Start sending one batch; commit the ledger rows of the batches that are done.
 
-        Returns once at most ``queue_depth`` batches are in flight.
+        Returns once at most ``max_pending`` batches are in flight: enough to keep
+        ``concurrency`` requests going across batch boundaries.
         """
         task = asyncio.create_task(self._send_batch(seq, list(rows)))
         self._pending.append(_Pending(seq, rows_read, position, list(rejects), task))
