@@ -299,16 +299,16 @@ class HttpSink:
         assert enc is not None
         try:
             if http.format == "ndjson":
-                text = "\n".join(enc.rows(rows)) + "\n"
+                body = enc.lines(rows)
             elif http.format == "row":
-                text = enc.row(rows[0])
+                body = enc.one(rows[0])
             else:
-                text = "[" + ",".join(enc.rows(rows)) + "]"
+                body = enc.array(rows)
         except (TypeError, ValueError) as exc:
             raise LoadError(
                 f"cannot encode a row as JSON: {type(exc).__name__}: {exc}", job=self.job.name
             ) from exc
-        return text.encode(), headers
+        return body, headers
 
     def _hooked(
         self, rows: list[Sequence[Any]], headers: dict[str, str]
