@@ -1,0 +1,71 @@
+"""``dagster_defs/to_api.py`` materialised in-process: rows to a real local endpoint."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from typing import Any
+
+import dagster as dg
+import pytest
+
+import pgferry
+from helpers import Databases, fetch, fetchval
+from httpserver import ApiServer
+
+TOKEN = "s3cret-api-token"
+
+
+def materialize(module: Any) -> dg.ExecuteInProcessResult:
+    return dg.materialize([module.customers_to_api], resources=module.resources)
+
+
+def test_customers_to_api(example_dbs: Databases, monkeypatch: pytest.MonkeyPatch) -> None:
+    with ApiServer() as api:
+        monkeypatch.setenv("PGFERRY_API_URL", api.url)
+        monkeypatch.setenv("PGFERRY_STATE_DSN", example_dbs.target)
+        monkeypatch.setenv("PGFERRY_API_TOKEN", TOKEN)
+        import dagster_defs.to_api as module
+
+        module = importlib.reload(module)
+        first = materialize(module)
+        second = materialize(module)
+    assert first.success and second.success
+    source = {r["id"]: r for r in fetch(example_dbs.source, "SELECT * FROM customers")}
+    assert sorted(api.rows) == sorted(source)
+    row = api.rows[7]
+    assert row["name"] == "Customer 7" and row["email_domain"] == "example.org"
+    assert row["signed_up_at"] == source[7]["signed_up_at"].isoformat()
+    # The second materialisation sent the same requests under the same keys.
+    assert api.duplicates == 0 and api.replays == api.accepted_requests
+    assert {h["Authorization"] for h in api.headers_seen} == {f"Bearer {TOKEN}"}
+
+    (mat,) = first.asset_materializations_for_node("pgferry_customers_to_api")
+    meta = {k: v.value for k, v in mat.metadata.items()}
+    assert meta["dagster/row_count"] == len(source)
+    assert meta["pgferry/rows_written"] == len(source)
+    assert meta["pgferry/status"] == "success"
+    assert meta["pgferry/mode"] == "http"
+    assert meta["pgferry/endpoint"] == api.url
+    assert mat.asset_key == dg.AssetKey(["customers_to_api"])  # name= wins over the default
+    assert TOKEN not in json.dumps(meta, default=str)
+    spec_meta = module.customers_to_api.specs_by_key[mat.asset_key].metadata
+    assert TOKEN not in json.dumps(spec_meta["pgferry/job"].value)
+    # The ledger and the run history are in the state database.
+    assert fetchval(example_dbs.target, "SELECT count(*) FROM pgferry.runs") == 2
+
+
+def test_default_key_and_refusals() -> None:
+    from pgferry.dagster import pgferry_asset
+
+    asset = pgferry_asset(
+        source_table="public.t", key_columns="id", target_url="https://api.example.com/v1/items"
+    )
+    (key,) = asset.keys
+    assert key == dg.AssetKey(["http", "api_example_com", "v1", "items"])
+    assert asset.specs_by_key[key].kinds == {"http", "pgferry"}
+    with pytest.raises(pgferry.ConfigError, match="cannot be partitioned yet"):
+        pgferry_asset(
+            name="x", source_table="t", key_columns="id", target_url="https://a/b",
+            partitions_def=dg.StaticPartitionsDefinition(["a"]),
+        )  # fmt: skip
