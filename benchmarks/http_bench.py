@@ -84,7 +84,7 @@ def run_method(method: str, dsn: str, base: str, rows: int) -> dict[str, Any]:
 
 def table(results: list[dict[str, Any]], etl: float | None) -> str:
     lines = [
-        "| method | rows | wall s | rows/s | requests/s | × ETLHelper | client CPU µs/row "
+        "| method | rows | wall s | rows/s | requests/s | × ETLHelper | client CPU µs/row "  # noqa: RUF001
         "| peak RSS MiB | verified |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -93,7 +93,7 @@ def table(results: list[dict[str, Any]], etl: float | None) -> str:
         if "failed" in r:
             lines.append(f"| {label} | {r['rows']:,} | | | | | | | FAILED |")
             continue
-        ratio = f"{r['rows_per_s'] / etl:.1f}×" if etl else ""
+        ratio = f"{r['rows_per_s'] / etl:.1f}×" if etl else ""  # noqa: RUF001
         lines.append(
             f"| {label} | {r['rows']:,} | {r['wall_s']:.2f} | {r['rows_per_s']:,.0f} "
             f"| {r['requests_per_s']:,.0f} | {ratio} | {r['cpu_us_per_row']:.1f} "

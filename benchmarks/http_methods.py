@@ -67,8 +67,8 @@ def run_pgferry(dsn: str, url: str, rows: int, *, tuned: bool) -> dict[str, Any]
     job = pgferry.Job.from_dict(
         {
             "name": f"bench-{uuid.uuid4().hex[:8]}",
-            "source": {"dsn": dsn, "query": f"SELECT * FROM bench_src WHERE id <= {rows}",
-                       "key": "id"},
+            "source": {"dsn": dsn, "query": "SELECT * FROM bench_src WHERE id <= $1",
+                       "params": [rows], "key": "id"},
             "target": {"http": http},
             "state": {"dsn": dsn},
             **knobs,

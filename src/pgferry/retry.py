@@ -126,10 +126,11 @@ class _Hinted(Protocol):
 class RetryPolicy:
     """Exponential backoff with jitter, a server's hint honoured, and a cap applied last.
 
-    The wait before retry ``n`` (1-based) is ``initial * 2 ** (n - 1)``, scaled by a random factor
-    in ``[1 - jitter, 1 + jitter]`` so that the retries of many tasks do not arrive together; a
-    ``retry_after`` attribute (seconds) on the failure, such as an HTTP ``Retry-After``, raises
-    it to at least that; then ``cap`` bounds it, so no wait is ever longer than ``cap``.
+    The wait before retry ``n`` (1-based) is ``initial * 2 ** (n - 1)``, scaled by a random
+    factor in ``[1 - jitter, 1 + jitter]`` so that the retries of many tasks do not arrive
+    together; a ``retry_after`` attribute (seconds) on the failure, such as an HTTP
+    ``Retry-After``, raises it to at least that; then ``cap`` bounds it, so no wait is ever
+    longer than ``cap``.
 
     Attributes:
         retries: Retries after the first try (``0``: try once).
@@ -201,4 +202,10 @@ class RetryPolicy:
             before_sleep=before_sleep,
             reraise=True,
         )
-        return await retrying(fn)
+
+        async def once() -> T:
+            # tenacity awaits only what it sees is a coroutine function; ``fn`` may be a
+            # lambda returning an awaitable.
+            return await fn()
+
+        return await retrying(once)

@@ -30,8 +30,9 @@ from pgferry.dagster.resource import PgferryResource
 from pgferry.dagster.translator import PgferryTranslator, PgferryTranslatorData
 from pgferry.errors import ConfigError, PgferryError, Transient
 from pgferry.httpspec import mask_url
+from pgferry.jobfile import apply_overrides, load_job
 from pgferry.result import RunResult
-from pgferry.spec import Job, Partition, apply_overrides, load_job
+from pgferry.spec import Job, Partition
 
 __all__ = ["DEFAULT_RETRY_POLICY", "pgferry_asset"]
 

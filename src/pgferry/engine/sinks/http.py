@@ -34,8 +34,8 @@ from typing import Any, TypeVar
 import asyncpg
 
 from pgferry import schema
-from pgferry.engine.load import Reject
 from pgferry.engine.plan import SourcePlan, position_text
+from pgferry.engine.sinks.base import Reject
 from pgferry.errors import ConfigError, LoadError, PgferryError, SchemaError, TransientLoadError
 from pgferry.httpjson import RowEncoder, dumps
 from pgferry.httpsend import HttpRejected, Sender
@@ -44,7 +44,7 @@ from pgferry.result import RunResult
 from pgferry.spec import Job
 from pgferry.state import StateStore
 
-__all__ = ["HttpSink", "http_columns", "idempotency_key", "load_request_hook"]
+__all__ = ["HttpSink", "idempotency_key", "load_request_hook"]
 
 log = logging.getLogger("pgferry")
 
@@ -61,17 +61,6 @@ def idempotency_key(job: str, partition: str, first: Sequence[str], last: Sequen
     """The key of a request: a hash of (job, partition, first and last row keys)."""
     text = json.dumps([job, partition, list(first), list(last)], ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()[:40]
-
-
-def http_columns(
-    names: Sequence[str], source: Sequence[schema.Column], declared: dict[str, str]
-) -> list[schema.Column]:
-    """Columns of the rows sent, typed where the type is known (declared, or a source column's).
-
-    Unlike a table's, they need no type: values without one are encoded by their Python type.
-    """
-    by_name = {c.name: c.type for c in source}
-    return [schema.Column(n, declared.get(n) or by_name.get(n, "")) for n in names]
 
 
 def load_request_hook(path: str) -> Any:
