@@ -98,9 +98,13 @@ class HttpRetryable(TransientLoadError):
     """
 
     def __init__(
-        self, message: str, *, retry_after: float | None = None, status: int | None = None,
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        status: int | None = None,
         **context: Any,
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__(message, **context)
         self.retry_after = retry_after
         self.status = status
@@ -212,9 +216,11 @@ class Sender:
 
         try:
             await self.policy.call(
-                once, what=f"a request to {self.shown_url} (batch {batch})", job=self.job,
+                once,
+                what=f"a request to {self.shown_url} (batch {batch})",
+                job=self.job,
                 retry_on=is_transient,
-            )  # fmt: skip
+            )
         except HttpRetryable as exc:
             raise LoadError(
                 f"{exc.message}; gave up after {attempt} tries (target.http.retries="

@@ -11,22 +11,35 @@ from __future__ import annotations
 
 import base64
 import urllib.parse
+from collections.abc import Mapping
 from typing import Any
 
 from airflow.sdk import Asset, BaseHook, Connection
 
+from pgferry.airflow.hooks import PgferryHook
 from pgferry.errors import ConfigError
 from pgferry.httpspec import mask_url
+from pgferry.spec import Job
 
-__all__ = ["endpoint_asset", "endpoint_dataset", "http_target_changes", "url_of"]
+__all__ = ["endpoint_asset", "endpoint_dataset", "http_lineage", "http_target_changes", "url_of"]
 
 # Extras HttpHook reads as options of the request, not as headers.
 _NOT_HEADERS = frozenset(
     {
-        "auth_type", "auth_kwargs", "stream", "cert", "proxies", "verify", "allow_redirects",
-        "max_redirects", "trust_env", "timeout", "check_response", "adapter",
+        "auth_type",
+        "auth_kwargs",
+        "stream",
+        "cert",
+        "proxies",
+        "verify",
+        "allow_redirects",
+        "max_redirects",
+        "trust_env",
+        "timeout",
+        "check_response",
+        "adapter",
     }
-)  # fmt: skip
+)
 
 
 def base_url(conn: Connection) -> str:
@@ -65,10 +78,11 @@ def headers_of(conn: Connection) -> dict[str, str]:
 
 
 def http_target_changes(
-    conn_id: str | None, endpoint: str | None, state_dsn: str | None
+    conn_id: str | None, endpoint: str | None, state_conn_id: str | None
 ) -> dict[str, Any]:
-    """Dotted job keys for an HTTP target from the operator's arguments."""
+    """Dotted job keys for an HTTP target from the operator's arguments (fetches connections)."""
     changes: dict[str, Any] = {}
+    state_dsn = PgferryHook(state_conn_id).dsn if state_conn_id else None
     if conn_id:
         conn = BaseHook.get_connection(conn_id)
         changes["target.http.url"] = url_of(conn, endpoint)
@@ -104,3 +118,28 @@ def endpoint_asset(url: str) -> Asset:
 def shown_url(url: str | None) -> str:
     """The URL as it may appear in a log line."""
     return mask_url(url) or ""
+
+
+def http_lineage(
+    job: Job, source_hook: PgferryHook, result: Mapping[str, Any] | None, *, introspect: bool
+) -> Any:
+    """OpenLineage of a job whose target is an endpoint: the endpoint as the output dataset."""
+    from pgferry.airflow import lineage
+
+    assert job.target.http is not None
+    source = (
+        lineage.DatasetRef(
+            source_hook.openlineage_namespace, source_hook.openlineage_name(job.source.table)
+        )
+        if job.source.table is not None
+        else None
+    )
+    info = lineage.gather(
+        job,
+        source=source,
+        target=lineage.DatasetRef(*endpoint_dataset(job.target.http.url)),
+        namespace=source_hook.openlineage_namespace,
+        database=source_hook.database_name,
+        introspect=introspect,
+    )
+    return lineage.operator_lineage(info, result)

@@ -22,7 +22,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 import pgferry
 from pgferry._dsn import mask_dsn
-from pgferry.airflow._http import endpoint_asset, endpoint_dataset, http_target_changes, shown_url
+from pgferry.airflow._http import endpoint_asset, http_lineage, http_target_changes, shown_url
 from pgferry.airflow._task import partition_data, query_param, run_key_of
 from pgferry.airflow.hooks import PgferryHook, connection_from_environment, table_uri
 from pgferry.engine.progress import ProgressLogger
@@ -71,13 +71,8 @@ class PgferryOperator(BaseOperator):
             succeeded and running it again is skipped instead of appending the rows twice
             (see :attr:`pgferry.Job.run_key`). ``None``: no run key (each run appends).
         progress_interval: Seconds between progress lines in the task log.
-        target_http_conn_id: An ``http`` connection (apache-airflow-providers-http): send the
-            rows to its base URL joined with ``endpoint``, with its extras as headers and its
-            login as basic authentication (an HTTP target, ``target.http``).
-        endpoint: The path under the connection's base URL (templated); without
-            ``target_http_conn_id``, a whole URL.
-        state_conn_id: A ``postgres`` connection for the ledger, runs and rejects of an HTTP
-            target (``state.dsn``).
+        target_http_conn_id, endpoint, state_conn_id: An HTTP target (``docs/http.md``): an
+            ``http`` connection, a path (templated), the ``postgres`` connection of its state.
         **kwargs: Passed to ``BaseOperator`` (``retries``, ``outlets``…).
     """
 
@@ -130,16 +125,10 @@ class PgferryOperator(BaseOperator):
         super().__init__(**kwargs)
         if source_table is not None and source_query is not None:
             raise ValueError(f"task {self.task_id!r}: give source_table or source_query, not both")
-        http = target_http_conn_id is not None or endpoint is not None
-        if job is None and ((source_table is None and source_query is None) or not (
-            target_table or http
-        )):  # fmt: skip
-            raise ValueError(
-                f"task {self.task_id!r}: give a job, or source_table/source_query and "
-                "target_table (or target_http_conn_id and endpoint)"
-            )
-        self.target_http_conn_id = target_http_conn_id
-        self.endpoint = endpoint
+        destination = target_table or target_http_conn_id or endpoint
+        if job is None and ((source_table is None and source_query is None) or not destination):
+            raise ValueError(f"task {self.task_id!r}: give a job, or a source and a target")
+        self.target_http_conn_id, self.endpoint = target_http_conn_id, endpoint
         self.state_conn_id = state_conn_id
         self.job = os.fspath(job) if isinstance(job, os.PathLike) else job
         self.source_conn_id = source_conn_id
@@ -263,8 +252,7 @@ class PgferryOperator(BaseOperator):
             changes["source.dsn"] = self.source_hook.dsn
         if self.target_hook is not None:
             changes["target.dsn"] = self.target_hook.dsn
-        state = PgferryHook(self.state_conn_id).dsn if self.state_conn_id else None
-        changes |= http_target_changes(self.target_http_conn_id, self.endpoint, state)
+        changes |= http_target_changes(self.target_http_conn_id, self.endpoint, self.state_conn_id)
         return changes
 
     def build_job(self) -> Job:
@@ -461,8 +449,9 @@ class PgferryOperator(BaseOperator):
 
         job = self._job or self.build_job()
         source_conn = self._connection_of(self.source_hook, job.source.dsn)
-        if job.target.http is not None:
-            return self._http_lineage(job, source_conn, result, introspect=introspect)
+        if job.target.http is not None and source_conn is not None:
+            hook = self.source_hook or _UriHook(source_conn)
+            return http_lineage(job, hook, result, introspect=introspect)
         target_conn = self._connection_of(self.target_hook, job.target.dsn)
         if source_conn is None or target_conn is None:
             return None
@@ -498,39 +487,6 @@ class PgferryOperator(BaseOperator):
                 database=source_hook.database_name,
                 introspect=False,
             )
-        return lineage.operator_lineage(info, result)
-
-    def _http_lineage(
-        self,
-        job: Job,
-        source_conn: Connection | None,
-        result: Mapping[str, Any] | None,
-        *,
-        introspect: bool,
-    ) -> Any:
-        """Lineage of an HTTP target: the endpoint as the output dataset."""
-        from pgferry.airflow import lineage
-
-        assert job.target.http is not None
-        if source_conn is None:
-            return None
-        source_hook = self.source_hook or _UriHook(source_conn)
-        source = (
-            lineage.DatasetRef(
-                source_hook.openlineage_namespace, source_hook.openlineage_name(job.source.table)
-            )
-            if job.source.table is not None
-            else None
-        )
-        target = lineage.DatasetRef(*endpoint_dataset(job.target.http.url))
-        info = lineage.gather(
-            job,
-            source=source,
-            target=target,
-            namespace=source_hook.openlineage_namespace,
-            database=source_hook.database_name,
-            introspect=introspect,
-        )
         return lineage.operator_lineage(info, result)
 
 

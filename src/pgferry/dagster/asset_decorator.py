@@ -220,11 +220,20 @@ def pgferry_asset(
         raise ConfigError("pgferry_asset: give name or key, not both")
     is_window = isinstance(partitions_def, dg.TimeWindowPartitionsDefinition)
     base = _build_job(
-        job, name=name, key=key, source_table=source_table, source_query=source_query,
-        target_table=target_table, transform=transform, mode=mode, key_columns=key_columns,
-        incremental_column=incremental_column, time_partitioned=is_window, options=options,
+        job,
+        name=name,
+        key=key,
+        source_table=source_table,
+        source_query=source_query,
+        target_table=target_table,
+        transform=transform,
+        mode=mode,
+        key_columns=key_columns,
+        incremental_column=incremental_column,
+        time_partitioned=is_window,
+        options=options,
         target_url=target_url,
-    )  # fmt: skip
+    )
     if base.target.http is not None and (partitions_def is not None or partitions):
         raise ConfigError(
             f"job {base.name!r}: an asset that sends rows to an HTTP endpoint cannot be "

@@ -119,9 +119,13 @@ class HttpSink:
     """
 
     def __init__(
-        self, job: Job, conn: asyncpg.Connection, store: StateStore, result: RunResult,
+        self,
+        job: Job,
+        conn: asyncpg.Connection,
+        store: StateStore,
+        result: RunResult,
         plan: SourcePlan,
-    ) -> None:  # fmt: skip
+    ) -> None:
         assert job.target.http is not None
         self.job = job
         self.http: HttpTarget = job.target.http
@@ -209,16 +213,23 @@ class HttpSink:
                 if found:
                     self._check_budget(batch.seq, found)
                     await self.store.add_rejects(
-                        self.conn, job=job.name, partition=self.partition,
-                        run_id=self.result.run_id, batch=batch.seq, rejects=found,
-                    )  # fmt: skip
+                        self.conn,
+                        job=job.name,
+                        partition=self.partition,
+                        run_id=self.result.run_id,
+                        batch=batch.seq,
+                        rejects=found,
+                    )
                 kind = self.plan.position_kind
                 await self.store.save_batch(
-                    self.conn, job.name, self.partition,
+                    self.conn,
+                    job.name,
+                    self.partition,
                     watermark=batch.position if kind == "watermark" else None,
                     progress=batch.position if kind == "progress" else None,
-                    run_id=self.result.run_id, rows=written,
-                )  # fmt: skip
+                    run_id=self.result.run_id,
+                    rows=written,
+                )
         except PgferryError:
             raise
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
@@ -372,10 +383,13 @@ class HttpSink:
                 await self.store.clear_progress(self.conn, self.job.name, self.partition)
                 await self.store.mark_committed(self.conn, self.result.run_id)
         log.info(
-            "job %s: %d requests to %s (%d tries, %d pauses after 429)", self.job.name,
-            self.sender.requests, self.sender.shown_url, self.sender.tries,
+            "job %s: %d requests to %s (%d tries, %d pauses after 429)",
+            self.job.name,
+            self.sender.requests,
+            self.sender.shown_url,
+            self.sender.tries,
             self.sender.limiter.pauses,
-        )  # fmt: skip
+        )
         await self.sender.close()
 
     async def abort(self) -> None:
