@@ -40,6 +40,7 @@ METHODS = {
                   1.0, 50_000),
     "seq-batch": ("sequential loop, 500 rows per POST", 1.0, 100_000),
     "seq-row": ("sequential loop, one POST per row", 1.0, 500),
+    "pgferry-profile": ("pgferry, defaults, under cProfile (where the time goes)", 1.0, 200_000),
 }  # fmt: skip
 
 
@@ -79,6 +80,7 @@ def run_method(method: str, dsn: str, base: str, rows: int) -> dict[str, Any]:
         "verified": stats["rows"] == rows and out["rows"] == rows,
         "received": stats["rows"],
         "stages": out.get("stages"),
+        "profile": out.get("profile"),
     }
 
 
@@ -89,6 +91,8 @@ def table(results: list[dict[str, Any]], etl: float | None) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        if r["method"] == "pgferry-profile":
+            continue
         label = METHODS[r["method"]][0]
         if "failed" in r:
             lines.append(f"| {label} | {r['rows']:,} | | | | | | | FAILED |")
@@ -143,6 +147,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         + table(results, etl)
         + "\n"
     )
+    for r in results:
+        if r.get("stages"):
+            busy = ", ".join(f"{k} {v:.1f} s" for k, v in r["stages"].items())
+            text += f"\n{r['method']}: stage busy time {busy} (transfer {r['transfer_s']:.1f} s)\n"
+        if r.get("profile"):
+            text += "\n| function (pgferry, cProfile) | own s | share |\n|---|---|---|\n"
+            text += "".join(
+                f"| `{p['function']}` | {p['own_s']:.2f} | {p['share'] * 100:.0f} % |\n"
+                for p in r["profile"]
+            )
     print(text)
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / "http_latest.md").write_text(text)

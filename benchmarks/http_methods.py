@@ -60,10 +60,10 @@ def run_pgferry(dsn: str, url: str, rows: int, *, tuned: bool) -> dict[str, Any]
     import pgferry
 
     http: dict[str, Any] = {"url": url}
-    knobs: dict[str, Any] = {}
     if tuned:
+        # Fewer, larger requests and more of them in flight; batch_size stays at its default
+        # (10,000) so that memory stays where the defaults keep it.
         http.update(rows_per_request=1_000, concurrency=16)
-        knobs.update(batch_size=20_000, queue_depth=4)
     job = pgferry.Job.from_dict(
         {
             "name": f"bench-{uuid.uuid4().hex[:8]}",
@@ -71,7 +71,6 @@ def run_pgferry(dsn: str, url: str, rows: int, *, tuned: bool) -> dict[str, Any]
                        "params": [rows], "key": "id"},
             "target": {"http": http},
             "state": {"dsn": dsn},
-            **knobs,
         }
     )  # fmt: skip
     result = pgferry.run(job)
@@ -79,6 +78,29 @@ def run_pgferry(dsn: str, url: str, rows: int, *, tuned: bool) -> dict[str, Any]
         "rows": result.rows_written,
         "stages": {k: round(v.busy_s, 2) for k, v in result.stages.items()},
     }
+
+
+def run_pgferry_profiled(dsn: str, url: str, rows: int) -> dict[str, Any]:
+    """pgferry at its defaults under cProfile: the functions with the most own time."""
+    import cProfile
+    import pstats
+
+    profile = cProfile.Profile()
+    profile.enable()
+    detail = run_pgferry(dsn, url, rows, tuned=False)
+    profile.disable()
+    stats = pstats.Stats(profile)
+    total = sum(v[2] for v in stats.stats.values())  # type: ignore[attr-defined]
+    top = sorted(stats.stats.items(), key=lambda kv: kv[1][2], reverse=True)[:10]  # type: ignore[attr-defined]
+    detail["profile"] = [
+        {
+            "function": f"{Path(f).name}:{line}({name})",
+            "own_s": round(v[2], 2),
+            "share": round(v[2] / total, 3),
+        }
+        for (f, line, name), v in top
+    ]
+    return detail
 
 
 def run_etlhelper(dsn: str, url: str, rows: int) -> dict[str, Any]:
@@ -133,6 +155,8 @@ def main() -> None:
     start = time.perf_counter()
     if method in ("pgferry", "pgferry-tuned"):
         detail = run_pgferry(dsn, url, rows, tuned=method == "pgferry-tuned")
+    elif method == "pgferry-profile":
+        detail = run_pgferry_profiled(dsn, url, rows)
     elif method == "etlhelper":
         detail = run_etlhelper(dsn, url, rows)
     elif method == "seq-row":
