@@ -199,3 +199,29 @@ def test_mode_is_refused_for_http() -> None:
             {"source": {"table": "src", "key": "id"},
              "target": {"http": {"url": "http://x/y"}, "mode": "append"}}
         )  # fmt: skip
+
+
+def test_request_hook_builds_bulk_bodies(dbs: Databases, tmp_path: Any, monkeypatch: Any) -> None:
+    # An Elasticsearch _bulk style body: an action line before each document, and a header.
+    (tmp_path / "bulk_hook.py").write_text(
+        "from pgferry.httpjson import dumps\n\n"
+        "def bulk(rows):\n"
+        "    lines = []\n"
+        "    for row in rows:\n"
+        "        lines += [dumps({'index': {'_id': row['id']}}), dumps(row)]\n"
+        "    return '\\n'.join(lines) + '\\n', {'Content-Type': 'application/x-ndjson',\n"
+        "                                       'X-Rows': str(len(rows))}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    execute(dbs.source, "CREATE TABLE src AS SELECT g AS id, g * 1.5 AS v "
+                        "FROM generate_series(1, 30) g")  # fmt: skip
+    with ApiServer() as api:
+        api.keep_bodies = True
+        api.parse = False  # the body is not the rows alone
+        result = pgferry.run(http_job(dbs, api.url, request="bulk_hook:bulk", rows_per_request=20))
+    assert result.rows_written == 30
+    first = min(api.bodies, key=len).decode().splitlines()  # the 10-row request: ids 21..30
+    assert first[:2] == ['{"index":{"_id":21}}', '{"id":21,"v":31.5}']
+    assert sorted(h["X-Rows"] for h in api.headers_seen) == ["10", "20"]
+    assert {h["Content-Type"] for h in api.headers_seen} == {"application/x-ndjson"}
+    assert all(len(h["Idempotency-Key"]) == 40 for h in api.headers_seen)
