@@ -255,7 +255,8 @@ class Sender:
                     reason = resp.reason or ""
                     retry_after = resp.headers.get("Retry-After")
             except (aiohttp.ClientError, TimeoutError) as exc:
-                what = "timed out" if isinstance(exc, TimeoutError) else f"failed: {exc!r}"
+                # The URL as given may hold a password: errors show the masked one.
+                what = f"failed: {exc!r}".replace(self.http.url, str(self.shown_url))
                 if isinstance(exc, TimeoutError):
                     what = f"timed out after {self.http.timeout:g} s"
                 raise HttpRetryable(
