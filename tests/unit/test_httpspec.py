@@ -85,3 +85,13 @@ def test_secrets_are_masked_everywhere() -> None:
     assert mask_headers(None) == {}
     assert mask_url("not a url") == "not a url"
     assert "secret" not in repr(HttpTarget(url="https://x?token=secret"))
+
+
+def test_missing_aiohttp_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from pgferry.httpsend import import_aiohttp
+
+    monkeypatch.setitem(sys.modules, "aiohttp", None)  # what an uninstalled package looks like
+    with pytest.raises(ConfigError, match=r"pip install 'pgferry\[http\]'"):
+        import_aiohttp()
