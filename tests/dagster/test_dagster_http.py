@@ -56,7 +56,7 @@ def test_customers_to_api(example_dbs: Databases, monkeypatch: pytest.MonkeyPatc
 
 
 def test_default_key_and_refusals() -> None:
-    from pgferry.dagster import pgferry_asset
+    from pgferry.dagster import pgferry_asset, pgferry_checks
 
     asset = pgferry_asset(
         source_table="public.t", key_columns="id", target_url="https://api.example.com/v1/items"
@@ -64,6 +64,8 @@ def test_default_key_and_refusals() -> None:
     (key,) = asset.keys
     assert key == dg.AssetKey(["http", "api_example_com", "v1", "items"])
     assert asset.specs_by_key[key].kinds == {"http", "pgferry"}
+    with pytest.raises(pgferry.ConfigError, match="pgferry_checks"):
+        pgferry_checks(asset)
     with pytest.raises(pgferry.ConfigError, match="cannot be partitioned yet"):
         pgferry_asset(
             name="x", source_table="t", key_columns="id", target_url="https://a/b",
