@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import pytest
+from dagster_support import ROOT
 
 import pgferry
 from helpers import Databases, fetch, fetchval
@@ -71,3 +76,21 @@ def test_default_key_and_refusals() -> None:
             name="x", source_table="t", key_columns="id", target_url="https://a/b",
             partitions_def=dg.StaticPartitionsDefinition(["a"]),
         )  # fmt: skip
+
+
+@pytest.mark.timeout(180)
+def test_to_api_definitions_validate(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(tmp_path),
+        "PGFERRY_SOURCE_DSN": "postgresql://nobody@127.0.0.1:1/none",
+        "PGFERRY_STATE_DSN": "postgresql://nobody@127.0.0.1:1/none",
+    }
+    (tmp_path / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    dagster = Path(sys.executable).with_name("dagster")
+    proc = subprocess.run(
+        [str(dagster), "definitions", "validate", "-m", "dagster_defs.to_api"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=170,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Validation successful" in proc.stdout + proc.stderr
