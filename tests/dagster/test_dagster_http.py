@@ -71,11 +71,6 @@ def test_default_key_and_refusals() -> None:
     assert asset.specs_by_key[key].kinds == {"http", "pgferry"}
     with pytest.raises(pgferry.ConfigError, match="pgferry_checks"):
         pgferry_checks(asset)
-    with pytest.raises(pgferry.ConfigError, match="cannot be partitioned yet"):
-        pgferry_asset(
-            name="x", source_table="t", key_columns="id", target_url="https://a/b",
-            partitions_def=dg.StaticPartitionsDefinition(["a"]),
-        )  # fmt: skip
 
 
 @pytest.mark.timeout(180)
@@ -94,3 +89,31 @@ def test_to_api_definitions_validate(tmp_path: Path) -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "Validation successful" in proc.stdout + proc.stderr
+
+
+def test_daily_partitions_send_their_window(example_dbs: Databases) -> None:
+    from pgferry.dagster import PgferryResource, pgferry_asset
+
+    with ApiServer() as api:
+        events = pgferry_asset(
+            name="events_to_api",
+            source_table="public.events",
+            key_columns="id",
+            incremental_column="occurred_at",
+            partitions_def=dg.DailyPartitionsDefinition(start_date="2024-01-01"),
+            target_url=api.url,
+        )
+        resources = {
+            "pgferry": PgferryResource(source_dsn=example_dbs.source, state_dsn=example_dbs.target)
+        }
+        for _ in range(2):  # the second materialisation of the day replays the same keys
+            done = dg.materialize([events], resources=resources, partition_key="2024-01-02")
+            assert done.success
+    day = fetch(
+        example_dbs.source,
+        "SELECT id FROM events WHERE occurred_at >= '2024-01-02' AND occurred_at < '2024-01-03'",
+    )
+    assert sorted(api.rows) == sorted(r["id"] for r in day) and len(day) == 96
+    assert api.duplicates == 0 and api.replays == api.accepted_requests
+    ledger = "SELECT partition FROM pgferry.ledger WHERE job = 'events_to_api'"
+    assert fetchval(example_dbs.target, ledger) == "2024-01-02"

@@ -207,7 +207,8 @@ def pgferry_asset(
             more settings through ``options={"target.http.rows_per_request": 100}``). The
             ledger goes to the resource's ``state_dsn``. Every materialisation sends the rows
             again under the same idempotency keys (an incremental one only the new rows), so
-            a server that honours the keys applies each row once. Not with partitions yet.
+            a server that honours the keys applies each row once. A partition sends its
+            window or key range again (under the same keys) instead of reloading a slice.
 
     Returns:
         The asset, whose function takes the ``pgferry`` resource (:class:`PgferryResource`).
@@ -234,12 +235,6 @@ def pgferry_asset(
         options=options,
         target_url=target_url,
     )
-    if base.target.http is not None and (partitions_def is not None or partitions):
-        raise ConfigError(
-            f"job {base.name!r}: an asset that sends rows to an HTTP endpoint cannot be "
-            "partitioned yet (a partition reloads its slice of a table)",
-            job=base.name,
-        )
     partitions_def, time_column, ranges = partitioning(
         base, partitions_def, partitions, incremental_column
     )
