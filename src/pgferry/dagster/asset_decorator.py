@@ -97,8 +97,8 @@ def _build_job(
             source_query is None
         ):
             raise ConfigError(
-                "pgferry_asset: give job=, or target_table (or target_url) and one of "
-                "source_table or source_query"
+                "pgferry_asset: give job=, or target_table and one of source_table or "
+                "source_query (or target_url instead of target_table)"
             )
         source: dict[str, Any] = {"key": key_columns}
         if source_table is not None:
