@@ -69,7 +69,7 @@ class PostgresSink:
         self.result = result
         self.plan = plan
         self.partition = job.partition.name if job.partition else ""
-        self.table = job.target.table
+        self.table = job.target.pg_table
         self.copy_into: TableName = self.table
         self.replace: ReplacePlan | None = None
         self.columns: tuple[str, ...] = ()
