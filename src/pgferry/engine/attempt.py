@@ -18,6 +18,7 @@ from pgferry import locks, schema
 from pgferry.connection import close_quietly
 from pgferry.engine import parallel
 from pgferry.engine.connect import connect_side
+from pgferry.engine.http_attempt import attempt_http
 from pgferry.engine.lanes.base import LaneContext
 from pgferry.engine.lanes.pipe import run_pipe, sync_deletes
 from pgferry.engine.lanes.rows import run_rows
@@ -59,6 +60,9 @@ async def attempt(
     lane: Lane,
 ) -> None:
     """One attempt: fresh connections, plan from the ledger, move the rows, finish."""
+    if job.target.http is not None:
+        await attempt_http(job, store, result, on_progress)
+        return
     src = tgt = None
     sink: PostgresSink | None = None
     before = dataclasses.replace(result, stages=dict(result.stages))
