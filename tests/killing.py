@@ -8,7 +8,8 @@ fast machine and on a loaded one alike, and a test can assert how many of its ki
 * :meth:`KillPoint.after_batches`: ``n`` more batches committed (the ledger's ``batches``,
   summed over the job's partitions, so the pipelines of a parallel run count together);
 * :meth:`KillPoint.after_pages`: the target table grew by ``n`` pages. A run that commits once,
-  at its end, shows nothing in the ledger before then, but the rows it writes take room at once.
+  at its end, shows nothing in the ledger before then, but the rows it writes take room at once;
+* :meth:`KillPoint.when`: any other observed progress (the rows an HTTP endpoint has accepted).
 
 The harness looks at the target between waits for the process to exit (``POLL_S``), through
 one connection of its own.
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -41,8 +42,10 @@ PAGE = 8192
 class KillPoint:
     """Where in a run to stop it (see the module's docstring)."""
 
-    kind: Literal["started", "batches", "pages"]
+    kind: Literal["started", "batches", "pages", "when"]
     n: int = 0
+    reached: Callable[[], bool] | None = None
+    what: str = ""
 
     @classmethod
     def started(cls) -> KillPoint:
@@ -56,7 +59,14 @@ class KillPoint:
     def after_pages(cls, n: int) -> KillPoint:
         return cls("pages", n)
 
+    @classmethod
+    def when(cls, what: str, reached: Callable[[], bool]) -> KillPoint:
+        """When ``reached()`` (asked between waits) is true; ``what`` describes the point."""
+        return cls("when", 1, reached, what)
+
     def __str__(self) -> str:
+        if self.kind == "when":
+            return self.what
         return "at start" if self.kind == "started" else f"after {self.n} {self.kind}"
 
 
@@ -112,7 +122,9 @@ class Killer:
         loop = asyncio.new_event_loop()
         conn: asyncpg.Connection = loop.run_until_complete(asyncpg.connect(self.target))
         try:
-            before = loop.run_until_complete(self._observe(conn, point)) if point else 0
+            before = 0
+            if point is not None and point.reached is None:
+                before = loop.run_until_complete(self._observe(conn, point))
             with tempfile.TemporaryFile("w+") as err:  # a pipe could fill up and block the run
                 proc = subprocess.Popen(
                     [sys.executable, "-m", "pgferry", "run", str(self.job), "--quiet", *self.args],
@@ -161,6 +173,8 @@ class Killer:
 
     async def _observe(self, conn: asyncpg.Connection, point: KillPoint) -> int:
         """The target's progress counter for ``point``'s kind (0 before the state exists)."""
+        if point.reached is not None:
+            return int(point.reached())
         if point.kind == "pages":
             size: int = await conn.fetchval(
                 "SELECT coalesce(pg_relation_size(to_regclass($1)), 0)", self.table
