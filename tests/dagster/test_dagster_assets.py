@@ -120,7 +120,8 @@ def test_factory_takes_a_job_object_mapping_or_file(tmp_path: Path) -> None:
         # Knobs the job leaves unset stay unset, so the resource's defaults still apply.
         assert "workers" not in info.job.model_fields_set
         spec = asset.specs_by_key[dg.AssetKey(["job_forms", str(i)])]
-        assert [d.asset_key for d in spec.deps] == [dg.AssetKey(["source", "public", "orders_source"])]
+        source = dg.AssetKey(["source", "public", "orders_source"])
+        assert [d.asset_key for d in spec.deps] == [source]
         assert spec.metadata["pgferry/job"].value["target"]["mode"] == "upsert"
 
 

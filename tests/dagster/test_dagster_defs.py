@@ -218,7 +218,8 @@ def test_definitions_hold_every_example() -> None:
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {
         "customers", "events", "orders", "order_totals",
-        "source/public/customers_source", "source/public/events_source", "source/public/orders_source",
+        "source/public/customers_source", "source/public/events_source",
+        "source/public/orders_source",
     }  # fmt: skip
     # Source → target lineage in the graph.
     assert graph.get(dg.AssetKey("orders")).parent_keys == {
