@@ -147,6 +147,19 @@ def test_translator_chooses_keys_and_source_specs_follow() -> None:
     assert source.metadata["dagster/table_name"] == "public.items"
 
 
+def test_default_source_and_target_are_labelled_apart() -> None:
+    """Dagster's asset graph labels a node with the last part of its key: the source table's
+    node must not read like its target's (both were "customers")."""
+    for source, target in [("public.customers", "customers"), ("customers", "public.customers"),
+                           ("customers", "customers_copy")]:  # fmt: skip
+        asset = pgferry_asset(source_table=source, target_table=target, mode="replace")
+        (spec,) = asset.specs
+        (dep,) = spec.deps
+        assert dep.asset_key.path[-1] == "customers_source"
+        assert dep.asset_key.path[0] == "source"
+        assert dep.asset_key.path[-1] != spec.key.path[-1]
+
+
 def test_resource_fills_dsns_and_defaults() -> None:
     job = pgferry.Job.from_dict({
         "source": {"table": "a", "dsn": "postgresql://u:pw@h/s"},
