@@ -95,6 +95,9 @@ def test_airflow_asset_graph_shows_source_dag_and_target(
     for node in (source, "pgferry_partitioned_copy", "copy_range", target):
         assert node in text, node
     assert "pgferry:" not in text  # no alias node
+    fit = page.locator(".react-flow__controls-fitview")  # the whole graph in the screenshot
+    if fit.count():
+        fit.first.click()
     shot(page, "airflow_asset_graph")
 
 
