@@ -82,7 +82,8 @@ class RunResult:
         rows_read: Rows read from the source.
         rows_written: Rows written to the target.
         rows_rejected: Rows set aside in the rejects table.
-        rows_deleted: Target rows deleted by ``sync_deletes``.
+        rows_deleted: Target rows deleted by ``sync_deletes``, or by a partition reload
+            (``partition.replace``) before it loads its slice again.
         batches: Batches committed.
         attempts: Attempts the run took (retries after transient errors add to it).
         bytes_written: Growth of the target table's size in bytes (heap and TOAST), measured

@@ -191,7 +191,11 @@ class PostgresSink:
             sql.delete_range(self.copy_into, part.column, self.types[part.column], lower, upper),
             *args,
         )
-        log.info("partition %s: deleted %s rows before reloading it", part.name, status.split()[-1])
+        # `=`, not `+=`: a failed attempt's delete was rolled back with its run transaction.
+        self.result.rows_deleted = int(status.split()[-1])
+        log.info(
+            "partition %s: deleted %d rows before reloading it", part.name, self.result.rows_deleted
+        )
 
     # --- Writing batches -----------------------------------------------------------------------
 
