@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 
+from pgferry.arrow import arrow_transform, polars_transform
 from pgferry.connection import Interval
 from pgferry.engine import Progress, ProgressCallback, run_async
 from pgferry.engine.transform import batch_transform
@@ -59,12 +60,14 @@ __all__ = [
     "TransformError",
     "Transient",
     "__version__",
+    "arrow_transform",
     "batch_transform",
     "column_lineage",
     "load_job",
     "mask_dsn",
     "plan_partitions",
     "plan_partitions_async",
+    "polars_transform",
     "run",
     "run_async",
 ]

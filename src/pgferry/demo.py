@@ -12,9 +12,17 @@ from typing import Any
 
 import asyncpg
 
+from pgferry.arrow import arrow_transform, polars_transform
 from pgferry.engine.transform import batch_transform
 
-__all__ = ["load_workload", "split_name", "split_name_batch", "workload_statements"]
+__all__ = [
+    "load_workload",
+    "split_name",
+    "split_name_arrow",
+    "split_name_batch",
+    "split_name_polars",
+    "workload_statements",
+]
 
 
 def split_name(row: dict[str, Any]) -> dict[str, Any]:
@@ -36,6 +44,34 @@ def split_name(row: dict[str, Any]) -> dict[str, Any]:
 def split_name_batch(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The standard transform written as a batch transform."""
     return [split_name(row) for row in rows]
+
+
+_OUTPUT = ("id", "first_name", "last_name", "age", "email", "created_at", "score", "payload")
+
+
+@arrow_transform
+def split_name_arrow(batch: Any) -> Any:
+    """The standard transform as an Arrow transform (``pyarrow.compute``, no per-row Python)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    parts = pc.extract_regex(batch.column("name"), r"(?s)^(?P<first>[^ ]*) ?(?P<last>.*)$")
+    columns = {name: batch.column(name) for name in batch.schema.names if name != "name"}
+    columns["first_name"] = pc.struct_field(parts, "first")
+    columns["last_name"] = pc.struct_field(parts, "last")
+    return pa.RecordBatch.from_arrays([columns[c] for c in _OUTPUT], names=list(_OUTPUT))
+
+
+@polars_transform
+def split_name_polars(frame: Any) -> Any:
+    """The standard transform as a Polars transform."""
+    import polars as pl
+
+    name = pl.col("name")
+    return frame.with_columns(
+        first_name=name.str.splitn(" ", 2).struct.field("field_0"),
+        last_name=name.str.splitn(" ", 2).struct.field("field_1").fill_null(""),
+    ).select(_OUTPUT)
 
 
 def workload_statements(rows: int) -> list[str]:

@@ -44,6 +44,7 @@ _ROW_ERRORS = (
     OverflowError,
 )
 _STAGE = "pgferry_stage"
+_TEXT_STAGE = "pgferry_text_stage"  # the columnar lane's columns carried as text
 
 
 class Writer:
@@ -83,6 +84,7 @@ class Writer:
         self._run_tx: Any = None
         self._rejects_total = 0
         self._json_as_text: values.JsonAsText | None = None
+        self._carried: dict[str, str] = {}
 
     # --- Preparing the target ----------------------------------------------------------------
 
@@ -378,6 +380,103 @@ class Writer:
         )
         await self.conn.execute(sql.truncate(_STAGE))
         return int(str(status).split()[-1]), int(merged.split()[-1])
+
+    # --- Binary COPY batches (the columnar lane) ------------------------------------------
+
+    async def prepare_copy(self, carried: Sequence[str]) -> None:
+        """Get ready for :meth:`write_copy`: ``carried`` columns arrive as text and are cast
+        by the server, through a staging table of their own."""
+        self._carried = {c: self.types[c] for c in carried}
+        if not self._carried:
+            return
+        stage = [(c, "text" if c in self._carried else self.types[c]) for c in self.columns]
+        await self.conn.execute(f"DROP TABLE IF EXISTS pg_temp.{sql.quote_ident(_TEXT_STAGE)}")
+        await self.conn.execute(sql.create_keys_table(_TEXT_STAGE, stage))
+
+    async def write_copy(
+        self,
+        seq: int,
+        payload: Sequence[bytes],
+        *,
+        rows: int,
+        rows_read: int,
+        position: list[str] | None,
+        rejects: Sequence[Reject] = (),
+    ) -> None:
+        """Write one batch given as binary COPY (header, tuples, trailer), its rejects and its
+        ledger entry in one transaction.
+
+        Raises:
+            LoadError: The target refused the batch (naming the column where it can).
+        """
+        conn, job = self.conn, self.job
+
+        async def chunks() -> Any:
+            for chunk in payload:
+                yield chunk
+
+        try:
+            async with conn.transaction():
+                written = await self._copy_binary(chunks(), rows) if rows else 0
+                if rejects:
+                    self._check_budget(seq, rejects)
+                    await self.store.add_rejects(
+                        conn,
+                        job=job.name,
+                        partition=self.partition,
+                        run_id=self.result.run_id,
+                        batch=seq,
+                        rejects=rejects,
+                    )
+                await self.store.save_batch(
+                    conn,
+                    job.name,
+                    self.partition,
+                    watermark=position if self.plan.position_kind == "watermark" else None,
+                    progress=position if self.plan.position_kind == "progress" else None,
+                    run_id=self.result.run_id,
+                    rows=written,
+                )
+        except PgferryError:
+            raise
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            raise load_failure(
+                exc, job=job.name, table=self.table, batch=seq, columns=self.columns
+            ) from exc
+        self._rejects_total += len(rejects)
+        self.result.rows_written += written
+        self.result.rows_rejected += len(rejects)
+        self.result.rows_read += rows_read
+        self.result.batches += 1
+        if position is not None and self.plan.position_kind == "watermark":
+            self.result.watermark_after = position[0]
+
+    async def _copy_binary(self, chunks: AsyncIterable[bytes], rows: int) -> int:
+        conn, cols = self.conn, list(self.columns)
+        carried = self._carried
+        if not carried:
+            if not self.upsert:
+                await conn.copy_to_table(
+                    self.copy_into.name,
+                    schema_name=self.copy_into.schema,
+                    columns=cols,
+                    source=chunks,
+                    format="binary",
+                )
+                return rows
+            await conn.copy_to_table(_STAGE, columns=cols, source=chunks, format="binary")
+        else:
+            await conn.copy_to_table(_TEXT_STAGE, columns=cols, source=chunks, format="binary")
+            into: TableName | str = _STAGE if self.upsert else self.copy_into
+            status = await conn.execute(sql.insert_cast_from(into, _TEXT_STAGE, cols, carried))
+            await conn.execute(sql.truncate(_TEXT_STAGE))
+            if not self.upsert:
+                return int(status.split()[-1])
+        merged = await conn.execute(
+            sql.merge_stage(self.copy_into, _STAGE, self.columns, self.job.upsert_key or [])
+        )
+        await conn.execute(sql.truncate(_STAGE))
+        return int(merged.split()[-1])
 
     # --- Finishing ----------------------------------------------------------------------------
 

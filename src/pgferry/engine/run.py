@@ -20,10 +20,12 @@ import random
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import asyncpg
 
 from pgferry import schema
+from pgferry.arrow import columnar_kind
 from pgferry.connection import close_quietly, connect, is_transient_pg_error
 from pgferry.engine import parallel
 from pgferry.engine.load import Writer
@@ -274,6 +276,7 @@ async def _attempt(
 ) -> None:
     """One attempt: fresh connections, plan from the ledger, move the rows, finish."""
     row_path = job.transform is not None or force_rows
+    columnar = None if force_rows else columnar_kind(job.transform)
     src = tgt = None
     writer: Writer | None = None
     before = dataclasses.replace(result, stages=dict(result.stages))
@@ -289,9 +292,12 @@ async def _attempt(
                 "job %s: an earlier run stopped part-way; continuing after %s", job.name, plan.start
             )
         writer = Writer(job, tgt, store, result, plan)
-        if not await _parallel(job, src, writer, plan, ledger, row_path and not force_rows,
+        parallel_ok = row_path and not force_rows and columnar is None
+        if not await _parallel(job, src, writer, plan, ledger, parallel_ok,
                                result, on_progress):  # fmt: skip
-            if row_path:
+            if columnar is not None:
+                await _columnar_lane()(job, src, writer, plan, result, on_progress)
+            elif row_path:
                 await run_rows(job, src, writer, plan, result, on_progress)
             else:
                 await run_pipe(job, src, writer, plan, result, on_progress)
@@ -312,6 +318,13 @@ async def _attempt(
     finally:
         await close_quietly(src)
         await close_quietly(tgt)
+
+
+def _columnar_lane() -> Any:
+    """The columnar lane's entry point, imported when a run takes it (it needs pyarrow)."""
+    from pgferry.engine.lanes.columnar import run_columnar
+
+    return run_columnar
 
 
 async def _parallel(

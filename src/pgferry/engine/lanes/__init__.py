@@ -1,0 +1,1 @@
+"""Lanes: how rows travel between extract and sink (decoded rows, Arrow batches, COPY bytes)."""

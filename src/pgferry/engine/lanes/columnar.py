@@ -1,0 +1,337 @@
+"""The columnar lane: Arrow batches from the source, through an Arrow or Polars transform, into
+the target as binary COPY.
+
+* **extract**: ADBC's PostgreSQL driver reads the source query as Arrow record batches (it
+  decodes binary COPY in C++) inside one ``REPEATABLE READ READ ONLY`` transaction, the exported
+  snapshot of a parallel run when there is one. The driver blocks, so each batch is fetched in
+  a thread; the next is not fetched until the queue has room (backpressure).
+* **transform**: the user's function on each batch, in a thread (Arrow and Polars release the
+  GIL), then encoded to binary COPY tuples by pgpq.
+* **load**: :meth:`~pgferry.engine.load.Writer.write_copy`: the batch and its ledger entry in
+  one transaction, in extraction order (upsert through the staging table, replace into the
+  shadow, exactly as on the rows lane).
+
+How each type travels is decided before any row moves (:mod:`pgferry.arrow`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import pyarrow as pa
+
+from pgferry import sql
+from pgferry.arrow import Kind, carried_as_text, require, transform_kind
+from pgferry.engine import transform as tf
+from pgferry.engine.extract import END, set_snapshot_statement
+from pgferry.engine.lanes import arrow_codec as codec
+from pgferry.engine.load import Reject, Writer
+from pgferry.engine.pipeline import Progress, ProgressCallback, run_stages
+from pgferry.engine.plan import SourcePlan, position_text
+from pgferry.errors import ConnectError, ExtractError, PgferryError, TransformError
+from pgferry.result import RunResult
+from pgferry.spec import Job, mask_dsn
+
+__all__ = ["run_columnar"]
+
+log = logging.getLogger("pgferry")
+
+# ADBC's batch size hint: a batch of the standard workload's rows is ≈ 15k rows per MiB.
+# Batches are then cut to ``batch_size`` rows; memory is bounded by the queues, not the table.
+_HINT_BYTES = 4 * 1024 * 1024
+_SETTING = "pgferry.arg"
+
+
+@dataclass(frozen=True)
+class _Read:
+    """A source batch (extract → transform)."""
+
+    seq: int
+    batch: pa.RecordBatch
+    position: list[str] | None
+
+
+@dataclass(frozen=True)
+class _Done:
+    """A transformed batch (transform → load), or the error that stopped it, in order."""
+
+    seq: int
+    rows_read: int
+    position: list[str] | None
+    table: pa.Table | None
+    rejects: list[Reject]
+    error: PgferryError | None = None
+
+
+class ArrowReader:
+    """A blocking ADBC connection reading one query as Arrow batches in one snapshot."""
+
+    def __init__(self, dsn: str, *, job: Job, snapshot: str | None) -> None:
+        self.dsn = dsn
+        self.job = job
+        self.snapshot = snapshot
+        self._conn: Any = None
+        self._cursor: Any = None
+        self._reader: Any = None
+        # A cancelled stage leaves its thread running: close() waits for it, never overlaps it.
+        self._lock = threading.Lock()
+
+    def open(self, query: str, args: Sequence[str]) -> None:
+        """Connect, start the transaction, set the parameters and start the query."""
+        import adbc_driver_postgresql.dbapi as adbc
+
+        with self._lock:
+            self._open(adbc, query, args)
+
+    def _open(self, adbc: Any, query: str, args: Sequence[str]) -> None:
+        try:
+            self._conn = adbc.connect(self.dsn, autocommit=True)
+        except Exception as exc:
+            raise ConnectError(
+                f"cannot open an Arrow reader on the source {mask_dsn(self.dsn)}: {exc}",
+                job=self.job.name,
+            ) from exc
+        cur = self._cursor = self._conn.cursor()
+        label = f"pgferry:{self.job.name}:arrow-reader"[:63]
+        cur.execute("SELECT set_config('application_name', $1, false)", parameters=(label,))
+        cur.fetchall()
+        if self.job.statement_timeout is not None:
+            ms = str(int(self.job.statement_timeout * 1000))
+            cur.execute("SELECT set_config('statement_timeout', $1, false)", parameters=(ms,))
+            cur.fetchall()
+        cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        if self.snapshot is not None:
+            cur.execute(set_snapshot_statement(self.snapshot))
+        for n, value in enumerate(args, 1):
+            cur.execute("SELECT set_config($1, $2, true)", parameters=(f"{_SETTING}{n}", value))
+            cur.fetchall()
+        cur.adbc_statement.set_options(
+            **{"adbc.postgresql.batch_size_hint_bytes": str(_HINT_BYTES)}
+        )
+        cur.execute(query)
+        self._reader = cur.fetch_record_batch()
+
+    def next(self) -> pa.RecordBatch | None:
+        """The next batch, or ``None`` at the end (then the transaction is committed)."""
+        with self._lock:
+            try:
+                batch: pa.RecordBatch = self._reader.read_next_batch()
+                return batch
+            except StopIteration:
+                self._cursor.execute("COMMIT")
+                return None
+
+    def close(self) -> None:
+        """Close the connection (a transaction still open is rolled back by the server)."""
+        with self._lock:
+            for thing in (self._reader, self._cursor, self._conn):
+                if thing is not None:
+                    try:
+                        thing.close()
+                    except Exception:
+                        log.debug("closing the Arrow reader failed", exc_info=True)
+            self._reader = self._cursor = self._conn = None
+
+
+async def _reader_query(src: asyncpg.Connection, plan: SourcePlan) -> tuple[str, list[str]]:
+    """The query the Arrow reader runs (columns not carried natively as text) and its
+    parameters as text, passed as transaction settings (ADBC streams only unbound queries)."""
+    text_cols = [(c.name, carried_as_text(c.type)) for c in plan.columns]
+    query = sql.select_for_arrow(plan.query, text_cols, plan.position_columns)
+    if not plan.args:
+        return query, []
+    stmt = await src.prepare(plan.query)
+    types = [
+        await src.fetchval("SELECT format_type($1::oid, NULL)", t.oid)
+        for t in stmt.get_parameters()
+    ]
+    args = [v if isinstance(v, str) else position_text([v])[0] for v in plan.args]
+    return sql.params_as_settings(query, types, _SETTING), args
+
+
+async def run_columnar(
+    job: Job,
+    src: asyncpg.Connection,
+    writer: Writer,
+    plan: SourcePlan,
+    result: RunResult,
+    on_progress: ProgressCallback | None,
+    *,
+    snapshot: str | None = None,
+    prepared: Sequence[str] | None = None,
+    on_snapshot: Callable[[], None] | None = None,
+) -> None:
+    """Read Arrow batches → the user's Arrow/Polars function → binary COPY, in order.
+
+    Args:
+        snapshot: Read in this exported snapshot (a pipeline of a parallel run).
+        prepared: The target was prepared by a parallel run's coordinator: its columns.
+        on_snapshot: Called once the reader's transaction has imported ``snapshot``.
+    """
+    fn = tf.load_transform(job.transform) if job.transform is not None else None
+    kind = transform_kind(fn) if fn is not None else None
+    assert fn is not None and kind is not None
+    require(kind, job=job.name)
+    result.path = "columnar"
+    result.workers = 0
+    query, args = await _reader_query(src, plan)
+    dsn = job.source.dsn
+    assert dsn is not None
+    raw: asyncio.Queue[Any] = asyncio.Queue(maxsize=job.queue_depth)
+    done: asyncio.Queue[Any] = asyncio.Queue(maxsize=job.queue_depth)
+    es, ts, ls = (result.stages[s] for s in ("extract", "transform", "load"))
+    collect = job.max_rejects > 0
+    position_index = plan.position_index
+
+    async def extract_stage() -> None:
+        reader = ArrowReader(dsn, job=job, snapshot=snapshot)
+        seq = 0
+        try:
+            with es.busy():
+                await asyncio.to_thread(reader.open, query, args)
+            if on_snapshot is not None and snapshot is not None:
+                on_snapshot()
+            while True:
+                with es.busy():
+                    batch = await asyncio.to_thread(reader.next)
+                if batch is None:
+                    break
+                for offset in range(0, batch.num_rows, job.batch_size):
+                    part = batch.slice(offset, job.batch_size)
+                    codec.check_infinities(part, job=job.name, seq=seq)
+                    item = _Read(seq, part, codec.position_of(part, position_index))
+                    del part
+                    with es.waiting():
+                        await raw.put(item)
+                    del item
+                    seq += 1
+                del batch
+        except PgferryError:
+            raise
+        except Exception as exc:
+            raise ExtractError(
+                f"reading the source as Arrow failed: {type(exc).__name__}: {exc}",
+                job=job.name,
+                batch=seq,
+            ) from exc
+        finally:
+            await asyncio.shield(asyncio.to_thread(reader.close))
+        with es.waiting():
+            await raw.put(END)
+
+    def transform_one(item: _Read) -> _Done:
+        batch = codec.plain(item.batch)
+        rejects: list[Reject] = []
+        try:
+            table = (
+                _isolating(fn, kind, batch, rejects) if collect
+                else codec.call_transform(fn, kind, batch)
+            )  # fmt: skip
+        except PgferryError as exc:
+            return _Done(item.seq, batch.num_rows, item.position, None, [], exc)
+        return _Done(item.seq, batch.num_rows, item.position, table, rejects)
+
+    async def transform_stage() -> None:
+        while True:
+            with ts.waiting():
+                item = await raw.get()
+            if item is END:
+                break
+            with ts.busy():
+                out = await asyncio.to_thread(transform_one, item)
+            del item
+            with ts.waiting():
+                await done.put(out)
+            if out.error is not None:
+                return
+            del out
+        await done.put(END)
+
+    async def load_stage() -> None:
+        encoder: codec.Encoder | None = None
+        while True:
+            with ls.waiting():
+                item = await done.get()
+            if item is END:
+                break
+            if item.error is not None:
+                raise item.error.with_context(job=job.name, batch=item.seq)
+            table = item.table
+            assert table is not None
+            if encoder is None and table.num_columns:
+                encoder = await _prepare(job, writer, plan, table, prepared)
+            with ls.busy():
+                if encoder is not None:
+                    encoded = await asyncio.to_thread(encoder.encode, table, item.seq)
+                    payload = [encoder.header, encoded.body, encoder.trailer]
+                    rows = encoded.rows
+                else:
+                    payload, rows = [], 0
+                if writer.ready:
+                    await writer.write_copy(
+                        item.seq,
+                        payload,
+                        rows=rows,
+                        rows_read=item.rows_read,
+                        position=item.position,
+                        rejects=item.rejects,
+                    )
+                else:
+                    result.rows_read += item.rows_read
+                    result.rows_rejected += len(item.rejects)
+            del item, table, payload
+            if on_progress is not None:
+                on_progress(
+                    Progress(result.rows_read, result.rows_written, 0, plan.estimate, "columnar")
+                )
+
+    await run_stages(extract_stage(), transform_stage(), load_stage())
+
+
+async def _prepare(
+    job: Job, writer: Writer, plan: SourcePlan, table: pa.Table, prepared: Sequence[str] | None
+) -> codec.Encoder:
+    """Prepare the target from the first transformed batch; build the encoder."""
+    if prepared is not None:
+        await writer.attach(prepared)
+    elif not writer.ready:
+        incoming = codec.output_columns(table, plan.columns, dict(job.target.columns))
+        typed = {c.name for c in plan.columns} | set(job.target.columns)
+        await writer.prepare(incoming, typed & set(table.column_names))
+    encoder = codec.Encoder(writer.columns, writer.types, table.schema, job.name)
+    await writer.prepare_copy(encoder.carried)
+    if encoder.carried:
+        log.info(
+            "job %s: columns %s are written as text and cast by the server",
+            job.name,
+            ", ".join(encoder.carried),
+        )
+    return encoder
+
+
+def _isolating(fn: Callable[..., Any], kind: Kind, batch: pa.RecordBatch,
+               rejects: list[Reject]) -> pa.Table:  # fmt: skip
+    """Call the transform; when it raises, call it on halves to set the bad rows aside."""
+    try:
+        return codec.call_transform(fn, kind, batch)
+    except TransformError as exc:
+        if batch.num_rows <= 1:
+            cause = exc.__cause__ or exc
+            for row in batch.to_pylist() if batch.num_rows else []:
+                rejects.append(("transform", type(cause).__name__, str(cause), None, row))
+            return pa.table({})
+        mid = batch.num_rows // 2
+        halves = [
+            _isolating(fn, kind, batch.slice(0, mid), rejects),
+            _isolating(fn, kind, batch.slice(mid), rejects),
+        ]
+        kept = [h for h in halves if h.num_columns]
+        if not kept:
+            return pa.table({})
+        return pa.concat_tables(kept, promote_options="default") if len(kept) > 1 else kept[0]
