@@ -454,24 +454,32 @@ class Writer:
     async def _copy_binary(self, chunks: AsyncIterable[bytes], rows: int) -> int:
         conn, cols = self.conn, list(self.columns)
         carried = self._carried
-        if not carried:
-            if not self.upsert:
-                await conn.copy_to_table(
-                    self.copy_into.name,
-                    schema_name=self.copy_into.schema,
-                    columns=cols,
-                    source=chunks,
-                    format="binary",
-                )
-                return rows
-            await conn.copy_to_table(_STAGE, columns=cols, source=chunks, format="binary")
+        if carried:
+            into = _TEXT_STAGE
+        elif self.upsert:
+            into = _STAGE
         else:
-            await conn.copy_to_table(_TEXT_STAGE, columns=cols, source=chunks, format="binary")
-            into: TableName | str = _STAGE if self.upsert else self.copy_into
-            status = await conn.execute(sql.insert_cast_from(into, _TEXT_STAGE, cols, carried))
+            into = ""
+        status = await conn.copy_to_table(
+            into or self.copy_into.name,
+            schema_name=None if into else self.copy_into.schema,
+            columns=cols,
+            source=chunks,
+            format="binary",
+        )
+        copied = int(str(status).split()[-1])
+        if copied != rows:  # the encoder's framing and the batch must agree, exactly
+            raise LoadError(
+                f"binary COPY wrote {copied} rows of a batch of {rows}", job=self.job.name
+            )
+        if carried:
+            target: TableName | str = _STAGE if self.upsert else self.copy_into
+            status = await conn.execute(sql.insert_cast_from(target, _TEXT_STAGE, cols, carried))
             await conn.execute(sql.truncate(_TEXT_STAGE))
             if not self.upsert:
                 return int(status.split()[-1])
+        elif not self.upsert:
+            return copied
         merged = await conn.execute(
             sql.merge_stage(self.copy_into, _STAGE, self.columns, self.job.upsert_key or [])
         )

@@ -31,9 +31,6 @@ __all__ = [
     "position_of",
 ]
 
-# Binary COPY's framing: the signature, flags and header extension; the trailer.
-_TRAILER = b"\xff\xff"
-
 # Where ADBC's decoder leaves PostgreSQL's ±infinity: it adds the 2000→1970 epoch shift to the
 # sentinels (int32/int64 extremes) without a check, so they wrap around to values below any real
 # date (4713 BC is -2.4 million days) or timestamp (-2.1e17 µs): one min() finds them.
@@ -181,9 +178,9 @@ def output_columns(
 
 @dataclass(frozen=True)
 class Encoded:
-    """One batch as binary COPY tuples (without header and trailer)."""
+    """One batch as a whole binary COPY stream: header, tuples, trailer."""
 
-    body: bytes
+    chunks: list[bytes]
     rows: int
 
 
@@ -253,9 +250,6 @@ class Encoder:
         SchemaError: A column's Arrow type cannot be written exactly to its target type.
     """
 
-    header: bytes = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8
-    trailer: bytes = _TRAILER
-
     def __init__(
         self, columns: Sequence[str], types: dict[str, str], schema: pa.Schema, job: str
     ) -> None:
@@ -279,8 +273,7 @@ class Encoder:
             fields.append(self._plan(name, dtype, target, types[name]))
         self.schema = pa.schema(fields)
         encoders = {f.name: self._builder(f, types[f.name]) for f in self.schema}
-        self._encoder = pgpq.ArrowToPostgresBinaryEncoder.new_with_encoders(self.schema, encoders)
-        self._encoder.write_header()
+        self._encoders = encoders
 
     def _plan(self, name: str, dtype: pa.DataType, target: str, shown: str) -> pa.Field:
         if target in TEXTUAL or target == "jsonb":
@@ -347,5 +340,10 @@ class Encoder:
                     ) from exc
             arrays.append(column)
         out = pa.Table.from_arrays(arrays, schema=self.schema)
-        body = b"".join(self._encoder.write_batch(b) for b in out.to_batches())
-        return Encoded(body, out.num_rows)
+        # One encoder per batch: pgpq buffers tuples until about a megabyte and hands out the
+        # rest only on finish(), so a shared encoder would put rows into another transaction.
+        encoder = pgpq.ArrowToPostgresBinaryEncoder.new_with_encoders(self.schema, self._encoders)
+        chunks = [encoder.write_header()]
+        chunks += [encoder.write_batch(b) for b in out.to_batches()]
+        chunks.append(encoder.finish())
+        return Encoded([c for c in chunks if c], out.num_rows)

@@ -269,8 +269,7 @@ async def run_columnar(
             with ls.busy():
                 if encoder is not None:
                     encoded = await asyncio.to_thread(encoder.encode, table, item.seq)
-                    payload = [encoder.header, encoded.body, encoder.trailer]
-                    rows = encoded.rows
+                    payload, rows = encoded.chunks, encoded.rows
                 else:
                     payload, rows = [], 0
                 if writer.ready:

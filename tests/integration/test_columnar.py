@@ -1,0 +1,163 @@
+"""The columnar lane: Arrow and Polars transforms, end to end, with exact results.
+
+Every run moves the standard workload through the standard transform written with
+``pyarrow.compute`` or Polars, and the target must equal ``bench_expected`` (the server's own
+computation of it) in both directions, as in the benchmark.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import pgferry
+from helpers import Databases, execute, fetch, fetchval
+from pgferry.demo import workload_statements
+
+KINDS = {
+    "arrow": "ferry_transforms:split_name_arrow",
+    "polars": "ferry_transforms:split_name_polars",
+}
+COLUMNS = "id, first_name, last_name, age, email, created_at::text, score::text, payload::text"
+
+
+def load_workload(dsn: str, rows: int) -> None:
+    for statement in workload_statements(rows):
+        execute(dsn, statement)
+
+
+def expected(dbs: Databases) -> list[tuple[Any, ...]]:
+    query = f"SELECT {COLUMNS} FROM bench_expected ORDER BY id"
+    return [tuple(r) for r in fetch(dbs.source, query)]
+
+
+def target_rows(dbs: Databases, table: str = "dst") -> list[tuple[Any, ...]]:
+    return [tuple(r) for r in fetch(dbs.target, f"SELECT {COLUMNS} FROM {table} ORDER BY id")]
+
+
+def run(dbs: Databases, kind: str, **settings: Any) -> pgferry.RunResult:
+    target = {"dsn": dbs.target, "table": "dst", **settings.pop("target", {})}
+    job = pgferry.Job(
+        source={"dsn": dbs.source, "table": "bench_src", "key": "id"},
+        target=target,
+        transform=KINDS[kind],
+        batch_size=settings.pop("batch_size", 700),
+        **settings,
+    )
+    result = pgferry.run(job)
+    assert result.status == "success"
+    assert result.path == "columnar"
+    return result
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_append_equals_the_servers_own_transform(dbs: Databases, kind: str) -> None:
+    load_workload(dbs.source, 5_000)
+    result = run(dbs, kind)
+    assert result.rows_read == result.rows_written == 5_000
+    assert result.batches == 8  # 700 rows a batch, in order, each committed with its ledger
+    assert target_rows(dbs) == expected(dbs)
+    # The target was created with the source's types for the columns it kept.
+    types = dict(
+        fetch(
+            dbs.target,
+            "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
+            "WHERE attrelid = 'dst'::regclass AND attnum > 0",
+        )
+    )
+    assert types["created_at"] == "timestamp with time zone"
+    assert types["payload"] == "jsonb"
+    assert types["first_name"] == "text"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_upsert_through_the_staging_table(dbs: Databases, kind: str) -> None:
+    load_workload(dbs.source, 3_000)
+    run(dbs, kind, target={"mode": "upsert", "key": ["id"]})
+    execute(dbs.source, "UPDATE bench_src SET name = 'Ada Lovelace' WHERE id % 10 = 0")
+    execute(
+        dbs.source,
+        "INSERT INTO bench_src SELECT id + 10000, name, age, email, created_at, score, payload "
+        "FROM bench_src WHERE id <= 50",
+    )
+    result = run(dbs, kind, target={"mode": "upsert", "key": ["id"]})
+    assert result.rows_read == 3_050
+    assert result.rows_written == 300 + 50  # only the changed and the new rows are rewritten
+    assert target_rows(dbs) == expected(dbs)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_replace_swaps_a_shadow_in(dbs: Databases, kind: str) -> None:
+    load_workload(dbs.source, 2_000)
+    run(dbs, kind)
+    execute(dbs.target, "INSERT INTO dst (id, first_name) VALUES (-1, 'stale')")
+    execute(dbs.source, "DELETE FROM bench_src WHERE id > 1500")
+    result = run(dbs, kind, target={"mode": "replace"})
+    assert result.rows_written == 1_500
+    assert target_rows(dbs) == expected(dbs)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_incremental_continues_after_the_watermark(dbs: Databases, kind: str) -> None:
+    load_workload(dbs.source, 2_000)
+    inc = {"column": "created_at"}
+    first = run(dbs, kind, incremental=inc)
+    assert first.rows_read == 2_000
+    top = fetchval(dbs.source, "SELECT max(created_at)::text FROM bench_src")
+    assert first.watermark_after is not None
+    assert fetchval(dbs.source, "SELECT $1::text::timestamptz::text", first.watermark_after) == top
+    execute(
+        dbs.source,
+        "INSERT INTO bench_src SELECT id + 2000, name, age, email, "
+        "created_at + interval '1000 days', score, payload FROM bench_src WHERE id <= 333",
+    )
+    second = run(dbs, kind, incremental=inc)
+    assert second.rows_read == 333  # the watermark is a bound parameter of the Arrow reader
+    assert target_rows(dbs) == expected(dbs)
+    third = run(dbs, kind, incremental=inc)
+    assert third.rows_read == 0
+
+
+def test_a_job_file_names_a_polars_transform(dbs: Databases, tmp_path: Path) -> None:
+    load_workload(dbs.source, 1_000)
+    path = tmp_path / "job.yaml"
+    path.write_text(
+        "name: polars-file\n"
+        f"source: {{dsn: '{dbs.source}', table: bench_src, key: id}}\n"
+        f"target: {{dsn: '{dbs.target}', table: dst}}\n"
+        "transform: pgferry.demo:split_name_polars\n",
+        encoding="utf-8",
+    )
+    result = pgferry.run(pgferry.load_job(path))
+    assert result.path == "columnar"
+    assert target_rows(dbs) == expected(dbs)
+
+
+def test_transform_errors_name_the_batch_and_rejects_isolate_rows(dbs: Databases) -> None:
+    load_workload(dbs.source, 100)
+    job: dict[str, Any] = {
+        "source": {"dsn": dbs.source, "table": "bench_src", "key": "id"},
+        "target": {"dsn": dbs.target, "table": "dst"},
+        "transform": "ferry_transforms:polars_fail_on_7",
+        "batch_size": 20,
+    }
+    with pytest.raises(pgferry.TransformError, match="seven is not allowed") as info:
+        pgferry.run(pgferry.Job(**job))
+    assert info.value.batch == 0
+    result = pgferry.run(pgferry.Job(**{**job, "max_rejects": 5}))
+    assert result.rows_written == 99 and result.rows_rejected == 1
+    rejected = fetch(dbs.target, """SELECT "row"->>'id' FROM pgferry.rejects""")
+    assert [r[0] for r in rejected] == ["7"]
+
+
+def test_a_transform_returning_something_else_is_refused(dbs: Databases) -> None:
+    load_workload(dbs.source, 10)
+    job = pgferry.Job(
+        source={"dsn": dbs.source, "table": "bench_src"},
+        target={"dsn": dbs.target, "table": "dst"},
+        transform="ferry_transforms:arrow_returns_a_list",
+    )
+    with pytest.raises(pgferry.TransformError, match=r"expected a pyarrow\.RecordBatch"):
+        pgferry.run(job)
