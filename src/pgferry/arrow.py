@@ -14,6 +14,7 @@ How each column travels (decided from its PostgreSQL type before any row moves):
   ``char(n)``/``name``, ``bytea``, ``json``/``jsonb`` (as strings: the server's text), ``uuid``
   (16 bytes), ``date``, ``timestamp``, ``timestamptz``, ``time`` and ``money`` (an ``int64`` of
   cents, its binary form) arrive as the matching Arrow type and are encoded straight back.
+  (For a Polars transform ``time`` travels as text: Polars' ``Time`` has no ``24:00:00``.)
   ``±infinity`` dates and timestamps have no Arrow value: a batch holding one is refused with an
   error naming the column (cast it to text in a source query to carry it).
 * **text**: every other type (``numeric``, ``interval``, arrays, ranges, ``xml``, composites,
@@ -155,6 +156,11 @@ def base_type(type_name: str) -> str:
     return _TYPMOD.sub("", type_name).strip()
 
 
-def carried_as_text(type_name: str) -> bool:
+# Polars' Time stops at 23:59:59.999999999: PostgreSQL's 24:00:00 would become null.
+_NOT_IN_POLARS = frozenset({"time without time zone"})
+
+
+def carried_as_text(type_name: str, kind: Kind = "arrow") -> bool:
     """Whether a column of this type travels as its text output (see the module docstring)."""
-    return base_type(type_name) not in NATIVE
+    base = base_type(type_name)
+    return base not in NATIVE or (kind == "polars" and base in _NOT_IN_POLARS)

@@ -33,7 +33,8 @@ __all__ = [
 
 # Where ADBC's decoder leaves PostgreSQL's ±infinity: it adds the 2000→1970 epoch shift to the
 # sentinels (int32/int64 extremes) without a check, so they wrap around to values below any real
-# date (4713 BC is -2.4 million days) or timestamp (-2.1e17 µs): one min() finds them.
+# date (4713 BC is -2.4 million days) or timestamp (-2.1e17 µs): one min() finds them. The same
+# wrap hits timestamps after the year 294,000 (PostgreSQL goes to 294,276), refused alike.
 _DAYS_BELOW_REAL = -1_000_000_000
 _US_BELOW_REAL = -(10**18)
 
@@ -63,8 +64,9 @@ def check_infinities(batch: pa.RecordBatch, *, job: str, seq: int) -> None:
         low = pc.min(storage).as_py()
         if low is not None and low < floor:
             raise ExtractError(
-                f"column {field.name!r} holds infinity or -infinity, which an Arrow "
-                f"{field.type} cannot represent; cast it to text in a source query "
+                f"column {field.name!r} holds infinity or -infinity (or a timestamp after "
+                f"the year 294,000), which an Arrow {field.type} cannot represent; cast it to "
+                "text in a source query "
                 f"({field.name}::text) to carry it exactly, or use a row transform",
                 job=job,
                 batch=seq,

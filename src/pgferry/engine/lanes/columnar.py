@@ -139,10 +139,12 @@ class ArrowReader:
             self._reader = self._cursor = self._conn = None
 
 
-async def _reader_query(src: asyncpg.Connection, plan: SourcePlan) -> tuple[str, list[str]]:
+async def _reader_query(
+    src: asyncpg.Connection, plan: SourcePlan, kind: Kind
+) -> tuple[str, list[str]]:
     """The query the Arrow reader runs (columns not carried natively as text) and its
     parameters as text, passed as transaction settings (ADBC streams only unbound queries)."""
-    text_cols = [(c.name, carried_as_text(c.type)) for c in plan.columns]
+    text_cols = [(c.name, carried_as_text(c.type, kind)) for c in plan.columns]
     query = sql.select_for_arrow(plan.query, text_cols, plan.position_columns)
     if not plan.args:
         return query, []
@@ -180,7 +182,7 @@ async def run_columnar(
     require(kind, job=job.name)
     result.path = "columnar"
     result.workers = 0
-    query, args = await _reader_query(src, plan)
+    query, args = await _reader_query(src, plan, kind)
     dsn = job.source.dsn
     assert dsn is not None
     raw: asyncio.Queue[Any] = asyncio.Queue(maxsize=job.queue_depth)
@@ -302,6 +304,9 @@ async def _prepare(
     elif not writer.ready:
         incoming = codec.output_columns(table, plan.columns, dict(job.target.columns))
         typed = {c.name for c in plan.columns} | set(job.target.columns)
+        # Text goes into a column of any type on this lane: the server casts it, and refuses
+        # a value that is not valid text for the column's type (so it is not a type clash).
+        typed -= {c.name for c in incoming if c.type in ("text", "character varying")}
         await writer.prepare(incoming, typed & set(table.column_names))
     encoder = codec.Encoder(writer.columns, writer.types, table.schema, job.name)
     await writer.prepare_copy(encoder.carried)
