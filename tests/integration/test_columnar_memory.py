@@ -1,0 +1,30 @@
+"""Invariant 1 on the columnar lane: peak RSS does not grow with the table.
+
+The Arrow reader fetches one batch (a few MiB) at a time and only when the queue has room;
+4x the rows must stay within a small margin of 1x the rows, as on the other lanes.
+"""
+
+from __future__ import annotations
+
+import pytest
+from test_memory import peak_rss
+
+from helpers import Databases, execute
+from pgferry.demo import workload_statements
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "transform", ["pgferry.demo:split_name_arrow", "pgferry.demo:split_name_polars"]
+)
+def test_peak_rss_does_not_grow_with_the_table(dbs: Databases, transform: str) -> None:
+    for rows, table in ((40_000, "small"), (160_000, "large")):
+        for statement in workload_statements(rows):
+            execute(dbs.source, statement)
+        execute(dbs.source, f"ALTER TABLE bench_src RENAME TO {table}")
+        execute(dbs.source, "DROP VIEW bench_expected")
+    small_rows, small = peak_rss(dbs, "small", transform)
+    large_rows, large = peak_rss(dbs, "large", transform)
+    assert (small_rows, large_rows) == (40_000, 160_000)
+    print(f"peak RSS {transform}: {small:.1f} MiB for 1x, {large:.1f} MiB for 4x")
+    assert large <= small * 1.10 + 4, f"peak RSS {small:.1f} MiB for 1x, {large:.1f} MiB for 4x"
