@@ -6,11 +6,44 @@ The Arrow reader fetches one batch (a few MiB) at a time and only when the queue
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import pytest
-from test_memory import peak_rss
 
 from helpers import Databases, execute
 from pgferry.demo import workload_statements
+
+# VmHWM, not ru_maxrss: on Linux ru_maxrss survives exec, so a child started from a large
+# pytest process would report the parent's peak.
+CHILD = r"""
+import json, sys
+import pgferry
+dsn_src, dsn_tgt, table, transform = sys.argv[1:5]
+job = pgferry.Job.from_dict({
+    "source": {"dsn": dsn_src, "table": table},
+    "target": {"dsn": dsn_tgt, "table": "copy_" + table, "mode": "replace"},
+    "transform": transform, "batch_size": 2000, "queue_depth": 4,
+})
+result = pgferry.run(job)
+assert result.path == "columnar", result.path
+status = open("/proc/self/status").read()
+hwm_kib = int(next(ln for ln in status.splitlines() if ln.startswith("VmHWM:")).split()[1])
+print(json.dumps({"rows": result.rows_written, "peak_mib": hwm_kib / 1024}))
+"""
+
+
+def peak_rss(dbs: Databases, table: str, transform: str) -> tuple[int, float]:
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, dbs.source, dbs.target, table, transform],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    out = json.loads(proc.stdout)
+    return out["rows"], out["peak_mib"]
 
 
 @pytest.mark.slow

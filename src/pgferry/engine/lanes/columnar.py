@@ -70,73 +70,103 @@ class _Done:
 
 
 class ArrowReader:
-    """A blocking ADBC connection reading one query as Arrow batches in one snapshot."""
+    """A blocking ADBC connection reading one query as Arrow batches in one snapshot.
+
+    ADBC's low-level API, not its DB-API module: that one imports Polars and
+    ``pyarrow.dataset`` on import (≈ 80 MiB of resident memory for nothing here).
+    """
 
     def __init__(self, dsn: str, *, job: Job, snapshot: str | None) -> None:
         self.dsn = dsn
         self.job = job
         self.snapshot = snapshot
+        self._handles: list[Any] = []  # database, connection, statements: closed in reverse
         self._conn: Any = None
-        self._cursor: Any = None
-        self._reader: Any = None
+        self._reader: pa.RecordBatchReader | None = None
         # A cancelled stage leaves its thread running: close() waits for it, never overlaps it.
         self._lock = threading.Lock()
 
     def open(self, query: str, args: Sequence[str]) -> None:
         """Connect, start the transaction, set the parameters and start the query."""
-        import adbc_driver_postgresql.dbapi as adbc
-
         with self._lock:
-            self._open(adbc, query, args)
+            self._open(query, args)
 
-    def _open(self, adbc: Any, query: str, args: Sequence[str]) -> None:
+    def _open(self, query: str, args: Sequence[str]) -> None:
+        import adbc_driver_manager
+        import adbc_driver_postgresql
+
         try:
-            self._conn = adbc.connect(self.dsn, autocommit=True)
+            database = adbc_driver_postgresql.connect(self.dsn)
+            self._handles.append(database)
+            self._conn = adbc_driver_manager.AdbcConnection(database)
+            self._handles.append(self._conn)
         except Exception as exc:
             raise ConnectError(
                 f"cannot open an Arrow reader on the source {mask_dsn(self.dsn)}: {exc}",
                 job=self.job.name,
             ) from exc
-        cur = self._cursor = self._conn.cursor()
         label = f"pgferry:{self.job.name}:arrow-reader"[:63]
-        cur.execute("SELECT set_config('application_name', $1, false)", parameters=(label,))
-        cur.fetchall()
+        self._run("SELECT set_config('application_name', $1, false)", label)
         if self.job.statement_timeout is not None:
             ms = str(int(self.job.statement_timeout * 1000))
-            cur.execute("SELECT set_config('statement_timeout', $1, false)", parameters=(ms,))
-            cur.fetchall()
-        cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            self._run("SELECT set_config('statement_timeout', $1, false)", ms)
+        self._run("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         if self.snapshot is not None:
-            cur.execute(set_snapshot_statement(self.snapshot))
+            self._run(set_snapshot_statement(self.snapshot))
         for n, value in enumerate(args, 1):
-            cur.execute("SELECT set_config($1, $2, true)", parameters=(f"{_SETTING}{n}", value))
-            cur.fetchall()
-        cur.adbc_statement.set_options(
-            **{"adbc.postgresql.batch_size_hint_bytes": str(_HINT_BYTES)}
-        )
-        cur.execute(query)
-        self._reader = cur.fetch_record_batch()
+            self._run("SELECT set_config($1, $2, true)", f"{_SETTING}{n}", value)
+        statement = self._statement()
+        statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(_HINT_BYTES)})
+        statement.set_sql_query(query)
+        stream, _ = statement.execute_query()
+        self._reader = pa.RecordBatchReader.from_stream(stream)
+
+    def _statement(self) -> Any:
+        import adbc_driver_manager
+
+        statement = adbc_driver_manager.AdbcStatement(self._conn)
+        self._handles.append(statement)
+        return statement
+
+    def _run(self, text: str, *params: str) -> None:
+        """One statement; its parameters bound (text), its result read and dropped."""
+        statement = self._statement()
+        statement.set_sql_query(text)
+        if params:
+            names = [f"p{n}" for n in range(len(params))]
+            statement.bind(pa.record_batch([pa.array([p]) for p in params], names=names))
+            stream, _ = statement.execute_query()
+            pa.RecordBatchReader.from_stream(stream).read_all()
+        else:
+            statement.execute_update()
+        statement.close()
+        self._handles.remove(statement)
 
     def next(self) -> pa.RecordBatch | None:
         """The next batch, or ``None`` at the end (then the transaction is committed)."""
         with self._lock:
+            if self._reader is None:
+                return None
             try:
-                batch: pa.RecordBatch = self._reader.read_next_batch()
-                return batch
+                return self._reader.read_next_batch()
             except StopIteration:
-                self._cursor.execute("COMMIT")
+                self._reader.close()
+                self._reader = None
+                self._run("COMMIT")
                 return None
 
     def close(self) -> None:
-        """Close the connection (a transaction still open is rolled back by the server)."""
+        """Close everything (a transaction still open is rolled back by the server)."""
         with self._lock:
-            for thing in (self._reader, self._cursor, self._conn):
+            things = [self._reader, *reversed(self._handles)]
+            for thing in things:
                 if thing is not None:
                     try:
                         thing.close()
                     except Exception:
                         log.debug("closing the Arrow reader failed", exc_info=True)
-            self._reader = self._cursor = self._conn = None
+            self._handles = []
+            self._reader = self._conn = None
 
 
 async def _reader_query(
