@@ -55,10 +55,13 @@ def split_name_arrow(batch: Any) -> Any:
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    parts = pc.extract_regex(batch.column("name"), r"(?s)^(?P<first>[^ ]*) ?(?P<last>.*)$")
-    columns = {name: batch.column(name) for name in batch.schema.names if name != "name"}
-    columns["first_name"] = pc.struct_field(parts, "first")
-    columns["last_name"] = pc.struct_field(parts, "last")
+    name = batch.column("name")
+    # name + " ", split once: the first part, and the rest without the space added (two C++
+    # string kernels, half the time of one regular expression).
+    parts = pc.split_pattern(pc.binary_join_element_wise(name, "", " "), " ", max_splits=1)
+    columns = {c: batch.column(c) for c in batch.schema.names if c != "name"}
+    columns["first_name"] = pc.list_element(parts, 0)
+    columns["last_name"] = pc.utf8_slice_codeunits(pc.list_element(parts, 1), 0, -1)
     return pa.RecordBatch.from_arrays([columns[c] for c in _OUTPUT], names=list(_OUTPUT))
 
 
