@@ -84,7 +84,7 @@ def columnar_kind(transform: str | Callable[..., Any] | None) -> Kind | None:
     """
     if transform is None:
         return None
-    from pgferry.engine.transform import load_transform
+    from pgferry.engine.functions import load_transform
 
     return transform_kind(load_transform(transform))
 

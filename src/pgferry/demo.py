@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from pgferry.arrow import arrow_transform, polars_transform
-from pgferry.engine.transform import batch_transform
+from pgferry.engine.functions import batch_transform
 
 __all__ = [
     "load_workload",

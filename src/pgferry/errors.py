@@ -4,11 +4,16 @@
 
     PgferryError
     ├── ConfigError (also ValueError)      invalid job, file, option or argument: fix the input
-    │   └── SchemaError                    source and target tables do not fit together
+    │   ├── JobValidationError             a job, source or target failed validation
+    │   ├── SchemaError                    source and target tables do not fit together
+    │   └── TransformImportError           the transform's import path leads nowhere
     ├── ConnectError                       a server could not be reached or refused the login
+    ├── ConcurrentRunError (Transient)     another run of the job holds its lock
+    ├── EmbeddedPostgresError              the embedded server could not start or stop
     ├── ExtractError                       reading the source failed
     ├── TransformError                     the user's transform failed or returned bad rows
     └── LoadError                          writing the target failed
+        └── RowLevelPipeFailure            the binary pipe met a row the target refused
 
 Every error carries the job name and, where known, the stage, the batch number and the column,
 and its message names them. Errors that may succeed when retried (a lost connection, a server
@@ -20,16 +25,25 @@ All errors pickle (they cross process-pool boundaries) and are raised ``from`` t
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pgferry.result import RunResult
 
 __all__ = [
+    "ConcurrentRunError",
     "ConfigError",
     "ConnectError",
+    "EmbeddedPostgresError",
     "ExtractError",
+    "JobValidationError",
     "LoadError",
     "PgferryError",
+    "RowLevelPipeFailure",
     "SchemaError",
     "TransformError",
+    "TransformImportError",
     "Transient",
     "TransientConnectError",
     "TransientError",
@@ -47,9 +61,12 @@ class PgferryError(Exception):
         stage: ``plan``, ``extract``, ``transform`` or ``load``, when known.
         batch: Sequence number of the batch (0-based, in extraction order), when known.
         column: The column involved, when known.
+        result: The failed run's :class:`~pgferry.result.RunResult`, on errors that end a run
+            (what was committed before the failure, the counters, the error); else ``None``.
     """
 
     default_stage: str | None = None
+    result: RunResult | None = None
 
     def __init__(
         self,
@@ -163,3 +180,34 @@ class TransientError(PgferryError, Transient):
 
 class TransientLoadError(LoadError, Transient):
     """Writing failed for a reason that may go away on retry (connection lost, deadlock)."""
+
+
+class JobValidationError(ConfigError):
+    """A job, source or target failed validation.
+
+    Attributes:
+        problems: ``(dotted key, problem)`` pairs; the key is empty for the model itself.
+    """
+
+    def __init__(
+        self, message: str, *, problems: Sequence[tuple[str, str]] = (), **context: Any
+    ) -> None:
+        super().__init__(message, **context)
+        self.problems = list(problems)
+
+
+class TransformImportError(ConfigError, TransformError):
+    """The transform's import path does not lead to a callable."""
+
+
+class ConcurrentRunError(PgferryError, Transient):
+    """Another run of the same job and partition held the lock for longer than ``lock_wait``."""
+
+
+class RowLevelPipeFailure(LoadError):
+    """A row in the binary stream was refused; the run falls back to decoded rows, which can
+    name the row and set it aside."""
+
+
+class EmbeddedPostgresError(PgferryError, RuntimeError):
+    """The embedded server is not installed, did not start, or a command against it failed."""

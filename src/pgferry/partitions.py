@@ -11,7 +11,7 @@ import asyncio
 import itertools
 from typing import Any
 
-from pgferry import sql
+from pgferry import schema, sql
 from pgferry.connection import close_quietly, connect
 from pgferry.engine.plan import describe_source
 from pgferry.errors import ConfigError
@@ -19,7 +19,6 @@ from pgferry.spec import Job, Partition
 
 __all__ = ["plan_partitions", "plan_partitions_async"]
 
-_INTEGER_TYPES = {"smallint", "integer", "bigint"}
 # Above this many estimated rows, quantiles come from a sample rather than the whole table.
 _SAMPLE_ABOVE = 1_000_000
 
@@ -66,7 +65,7 @@ async def plan_partitions_async(job: Job, n: int) -> list[Partition]:
             raise ConfigError(f"the source has no key column {column!r}", job=job.name)
         if n == 1:
             return _ranges(column, [])
-        if types[column] in _INTEGER_TYPES:
+        if types[column] in schema.INTEGER_TYPES:
             low, high = await conn.fetchrow(sql.min_max(base, column))
             if low is None:
                 return _ranges(column, [])

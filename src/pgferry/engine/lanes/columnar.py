@@ -27,16 +27,19 @@ import asyncpg
 import pyarrow as pa
 
 from pgferry import sql
+from pgferry._dsn import mask_dsn
 from pgferry.arrow import Kind, carried_as_text, require, transform_kind
-from pgferry.engine import transform as tf
-from pgferry.engine.extract import END, set_snapshot_statement
+from pgferry.engine import functions
+from pgferry.engine.extract import set_snapshot_statement
 from pgferry.engine.lanes import arrow_codec as codec
-from pgferry.engine.load import Reject, Writer
-from pgferry.engine.pipeline import Progress, ProgressCallback, run_stages
+from pgferry.engine.lanes.base import LaneContext
 from pgferry.engine.plan import SourcePlan, position_text
-from pgferry.errors import ConnectError, ExtractError, PgferryError, TransformError
-from pgferry.result import RunResult
-from pgferry.spec import Job, mask_dsn
+from pgferry.engine.progress import Progress
+from pgferry.engine.sinks.base import Reject
+from pgferry.engine.sinks.postgres import PostgresSink
+from pgferry.engine.stages import END, run_stages
+from pgferry.errors import ConfigError, ConnectError, ExtractError, PgferryError, TransformError
+from pgferry.spec import Job
 
 __all__ = ["run_columnar"]
 
@@ -187,26 +190,21 @@ async def _reader_query(
     return sql.params_as_settings(query, types, _SETTING), args
 
 
-async def run_columnar(
-    job: Job,
-    src: asyncpg.Connection,
-    writer: Writer,
-    plan: SourcePlan,
-    result: RunResult,
-    on_progress: ProgressCallback | None,
-    *,
-    snapshot: str | None = None,
-    prepared: Sequence[str] | None = None,
-    on_snapshot: Callable[[], None] | None = None,
-) -> None:
+async def run_columnar(ctx: LaneContext) -> None:
     """Read Arrow batches → the user's Arrow/Polars function → binary COPY, in order.
 
-    Args:
-        snapshot: Read in this exported snapshot (a pipeline of a parallel run).
-        prepared: The target was prepared by a parallel run's coordinator: its columns.
-        on_snapshot: Called once the reader's transaction has imported ``snapshot``.
+    A parallel run's pipeline passes ``ctx.snapshot`` (read in it) and ``ctx.prepared`` (the
+    target's columns, prepared by the coordinator).
     """
-    fn = tf.load_transform(job.transform) if job.transform is not None else None
+    job, src, plan, result, on_progress = ctx.job, ctx.src, ctx.plan, ctx.result, ctx.on_progress
+    snapshot, prepared, on_snapshot = ctx.snapshot, ctx.prepared, ctx.on_snapshot
+    writer = ctx.sink
+    if not isinstance(writer, PostgresSink):
+        raise ConfigError(
+            "an Arrow or Polars transform writes binary COPY: its target must be PostgreSQL",
+            job=job.name,
+        )
+    fn = functions.load_transform(job.transform) if job.transform is not None else None
     kind = transform_kind(fn) if fn is not None else None
     assert fn is not None and kind is not None
     require(kind, job=job.name)
@@ -326,7 +324,11 @@ async def run_columnar(
 
 
 async def _prepare(
-    job: Job, writer: Writer, plan: SourcePlan, table: pa.Table, prepared: Sequence[str] | None
+    job: Job,
+    writer: PostgresSink,
+    plan: SourcePlan,
+    table: pa.Table,
+    prepared: Sequence[str] | None,
 ) -> codec.Encoder:
     """Prepare the target from the first transformed batch; build the encoder."""
     if prepared is not None:
