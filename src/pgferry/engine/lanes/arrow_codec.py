@@ -291,7 +291,9 @@ class Encoder:
                 self.carried.append(name)
                 self._targets.append(pa.large_string())
                 return pa.field(name, pa.large_string())
-        elif carried_as_text(shown) and _is_text(dtype):
+        elif carried_as_text(shown) and (_is_text(dtype) or pa.types.is_decimal(dtype)):
+            # A decimal is written as its exact text too (the server rounds to the column's
+            # scale as for any numeric input, and refuses what does not fit).
             self.carried.append(name)
             self._targets.append(pa.large_string())
             return pa.field(name, pa.large_string())
