@@ -97,3 +97,10 @@ def polars_fail_on_7(frame: Any) -> Any:
 @pgferry.arrow_transform
 def arrow_returns_a_list(batch: Any) -> Any:
     return batch.to_pylist()
+
+
+@pgferry.polars_transform
+def polars_slow_identity(frame: Any) -> Any:
+    """Slow enough per batch that a backend can be terminated mid-run."""
+    time.sleep(0.02)
+    return frame

@@ -7,10 +7,13 @@ computation of it) in both directions, as in the benchmark.
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from test_retries import terminate_when
 
 import pgferry
 from helpers import Databases, execute, fetch, fetchval
@@ -161,3 +164,55 @@ def test_a_transform_returning_something_else_is_refused(dbs: Databases) -> None
     )
     with pytest.raises(pgferry.TransformError, match=r"expected a pyarrow\.RecordBatch"):
         pgferry.run(job)
+
+
+@pytest.mark.parametrize(
+    "condition",
+    [
+        "application_name LIKE '%:arrow-reader'",  # the ADBC reader, mid-stream
+        "application_name LIKE '%:loader'",  # the loader, between or in batches
+    ],
+)
+@pytest.mark.parametrize("mode", ["append", "upsert"])
+def test_terminated_backend_is_retried_without_duplicates(
+    dbs: Databases, pg_server_dsn: str, condition: str, mode: str
+) -> None:
+    load_workload(dbs.source, 10_000)
+    job = pgferry.Job(
+        name="retry",
+        source={"dsn": dbs.source, "table": "bench_src", "key": "id"},
+        target={"dsn": dbs.target, "table": "people", "mode": mode, "key": "id"},
+        transform="ferry_transforms:polars_slow_identity",
+        batch_size=200,
+        retry_backoff=0.1,
+        incremental={"column": "created_at"} if mode == "upsert" else None,
+    )
+    reader = "arrow-reader" in condition
+    database = (dbs.source if reader else dbs.target).rsplit("/", 1)[1]
+    stop = threading.Event()
+    killed: list[int] = []
+
+    def watcher() -> None:
+        # Some batches commit first, so that the retry resumes after them (a bound position).
+        while not stop.is_set():
+            ledger = fetchval(dbs.target, "SELECT to_regclass('pgferry.ledger') IS NOT NULL")
+            query = "SELECT coalesce(sum(batches), 0) FROM pgferry.ledger WHERE job = 'retry'"
+            if ledger and fetchval(dbs.target, query) >= 3:
+                break
+            time.sleep(0.02)
+        terminate_when(pg_server_dsn, database, condition, stop, killed)
+
+    thread = threading.Thread(target=watcher)
+    thread.start()
+    try:
+        result = pgferry.run(job)
+    finally:
+        stop.set()
+        thread.join()
+    assert killed, "the test did not manage to terminate a backend mid-run"
+    assert result.attempts >= 2 and result.path == "columnar"
+    assert fetchval(dbs.target, "SELECT count(*) FROM people") == 10_000
+    assert fetchval(dbs.target, "SELECT count(DISTINCT id) FROM people") == 10_000
+    src = fetchval(dbs.source, "SELECT sum(hashtext(b::text)) FROM bench_src b")
+    dst = fetchval(dbs.target, "SELECT sum(hashtext(b::text)) FROM people b")
+    assert src == dst

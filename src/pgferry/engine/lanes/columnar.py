@@ -38,7 +38,16 @@ from pgferry.engine.progress import Progress
 from pgferry.engine.sinks.base import Reject
 from pgferry.engine.sinks.postgres import PostgresSink
 from pgferry.engine.stages import END, run_stages
-from pgferry.errors import ConfigError, ConnectError, ExtractError, PgferryError, TransformError
+from pgferry.errors import (
+    ConfigError,
+    ConnectError,
+    ExtractError,
+    PgferryError,
+    TransformError,
+    TransientConnectError,
+    TransientExtractError,
+)
+from pgferry.retry import TRANSIENT_SQLSTATES, is_transient
 from pgferry.spec import Job
 
 __all__ = ["run_columnar"]
@@ -104,7 +113,8 @@ class ArrowReader:
             self._conn = adbc_driver_manager.AdbcConnection(database)
             self._handles.append(self._conn)
         except Exception as exc:
-            raise ConnectError(
+            cls = TransientConnectError if _transient(exc) else ConnectError
+            raise cls(
                 f"cannot open an Arrow reader on the source {mask_dsn(self.dsn)}: {exc}",
                 job=self.job.name,
             ) from exc
@@ -170,6 +180,19 @@ class ArrowReader:
                         log.debug("closing the Arrow reader failed", exc_info=True)
             self._handles = []
             self._reader = self._conn = None
+
+
+def _transient(exc: BaseException) -> bool:
+    """The retry policy's classification, for ADBC's errors (which carry the SQLSTATE)."""
+    import adbc_driver_manager
+
+    if not isinstance(exc, adbc_driver_manager.Error):
+        return is_transient(exc)
+    state = getattr(exc, "sqlstate", None) or ""
+    if state:
+        return state.startswith("08") or state in TRANSIENT_SQLSTATES
+    # No SQLSTATE: libpq lost the connection (the server went away, the network broke).
+    return getattr(exc, "status_code", None) == adbc_driver_manager.AdbcStatusCode.IO
 
 
 async def _reader_query(
@@ -245,7 +268,8 @@ async def run_columnar(ctx: LaneContext) -> None:
         except PgferryError:
             raise
         except Exception as exc:
-            raise ExtractError(
+            cls = TransientExtractError if _transient(exc) else ExtractError
+            raise cls(
                 f"reading the source as Arrow failed: {type(exc).__name__}: {exc}",
                 job=job.name,
                 batch=seq,
