@@ -216,3 +216,17 @@ def test_terminated_backend_is_retried_without_duplicates(
     src = fetchval(dbs.source, "SELECT sum(hashtext(b::text)) FROM bench_src b")
     dst = fetchval(dbs.target, "SELECT sum(hashtext(b::text)) FROM people b")
     assert src == dst
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_partitions_reload_their_slice(dbs: Databases, kind: str) -> None:
+    """A partition's bounds are bound parameters of the Arrow reader; ``replace`` reloads it."""
+    load_workload(dbs.source, 3_000)
+    for lower, upper in ((None, 1_000), (1_000, 2_000), (2_000, None)):
+        part = {"name": f"p{lower}", "column": "id", "lower": lower, "upper": upper}
+        result = run(dbs, kind, partition={**part, "replace": True})
+        assert result.rows_written == (999 if lower is None else 1_000 if upper else 1_001)
+    execute(dbs.target, "UPDATE dst SET first_name = 'stale' WHERE id BETWEEN 1000 AND 1999")
+    part = {"name": "p1000", "column": "id", "lower": 1_000, "upper": 2_000, "replace": True}
+    assert run(dbs, kind, partition=part).rows_written == 1_000
+    assert target_rows(dbs) == expected(dbs)
