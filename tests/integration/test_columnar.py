@@ -230,3 +230,13 @@ def test_partitions_reload_their_slice(dbs: Databases, kind: str) -> None:
     part = {"name": "p1000", "column": "id", "lower": 1_000, "upper": 2_000, "replace": True}
     assert run(dbs, kind, partition=part).rows_written == 1_000
     assert target_rows(dbs) == expected(dbs)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_empty_source_replaces_with_nothing(dbs: Databases, kind: str) -> None:
+    load_workload(dbs.source, 100)
+    run(dbs, kind)
+    execute(dbs.source, "DELETE FROM bench_src")
+    result = run(dbs, kind, target={"mode": "replace"})
+    assert (result.rows_read, result.rows_written) == (0, 0)
+    assert fetchval(dbs.target, "SELECT count(*) FROM dst") == 0
