@@ -240,3 +240,24 @@ def test_an_empty_source_replaces_with_nothing(dbs: Databases, kind: str) -> Non
     result = run(dbs, kind, target={"mode": "replace"})
     assert (result.rows_read, result.rows_written) == (0, 0)
     assert fetchval(dbs.target, "SELECT count(*) FROM dst") == 0
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_rows_the_target_refuses_are_set_aside(dbs: Databases, kind: str) -> None:
+    """The batch is halved until the refused rows are found; the others are written."""
+    load_workload(dbs.source, 1_000)
+    execute(dbs.source, "UPDATE bench_src SET name = 'Bo ' || repeat('x', 30) WHERE id IN (7, 500)")
+    execute(
+        dbs.target,
+        "CREATE TABLE dst (id bigint PRIMARY KEY, first_name text, last_name varchar(20), "
+        "age int, email text, created_at timestamptz, score float8, payload jsonb)",
+    )
+    with pytest.raises(pgferry.LoadError, match="last_name") as info:
+        run(dbs, kind)
+    assert info.value.column == "last_name"
+    result = run(dbs, kind, max_rejects=2)
+    assert (result.rows_written, result.rows_rejected) == (998, 2)
+    query = """SELECT "row"->>'id', "column" FROM pgferry.rejects ORDER BY ("row"->>'id')::int"""
+    rejected = fetch(dbs.target, query)
+    assert [tuple(r) for r in rejected] == [("7", "last_name"), ("500", "last_name")]
+    assert fetchval(dbs.target, "SELECT count(*) FROM dst") == 998

@@ -7,7 +7,6 @@ are in :mod:`pgferry.arrow`.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import pgpq
@@ -22,6 +21,7 @@ from pgferry.errors import ExtractError, SchemaError, TransformError
 from pgferry.schema import Column
 
 __all__ = [
+    "NOTHING",
     "Encoded",
     "Encoder",
     "call_transform",
@@ -178,12 +178,58 @@ def output_columns(
     return out
 
 
-@dataclass(frozen=True)
 class Encoded:
-    """One batch as a whole binary COPY stream: header, tuples, trailer."""
+    """A transformed batch as binary COPY for the sink (:class:`~pgferry.engine.sinks.
+    postgres_copy.CopyBatch`): encoded once, halves encoded only when the target refuses a row.
+    """
 
-    chunks: list[bytes]
-    rows: int
+    def __init__(self, encoder: Encoder, table: pa.Table, seq: int, chunks: list[bytes]) -> None:
+        self._encoder = encoder
+        self._table = table
+        self._seq = seq
+        self._chunks = chunks
+        self.rows = table.num_rows
+
+    def chunks(self) -> Sequence[bytes]:
+        """The whole COPY stream: header, tuples, trailer."""
+        return self._chunks
+
+    def halves(self) -> tuple[Encoded, Encoded]:
+        """The first and second half of the rows, encoded."""
+        mid = self.rows // 2
+        return (
+            self._encoder.encode(self._table.slice(0, mid), self._seq),
+            self._encoder.encode(self._table.slice(mid), self._seq),
+        )
+
+    def first_row(self) -> dict[str, Any]:
+        """The first row as a dict (values Python cannot hold shown as text)."""
+        row: dict[str, Any] = {}
+        for name in self._table.column_names:
+            scalar = self._table.column(name)[0]
+            try:
+                row[name] = scalar.as_py()
+            except (ValueError, OverflowError, pa.ArrowException):
+                row[name] = str(scalar)
+        return row
+
+
+class _Nothing:
+    """A batch of no rows (the transform rejected all of them)."""
+
+    rows = 0
+
+    def chunks(self) -> Sequence[bytes]:
+        return []
+
+    def halves(self) -> tuple[_Nothing, _Nothing]:
+        return self, self
+
+    def first_row(self) -> dict[str, Any]:
+        return {}
+
+
+NOTHING = _Nothing()
 
 
 # Target type → the one Arrow type written to it, with an encoder that writes its binary form.
@@ -350,4 +396,4 @@ class Encoder:
         chunks = [encoder.write_header()]
         chunks += [encoder.write_batch(b) for b in out.to_batches()]
         chunks.append(encoder.finish())
-        return Encoded([c for c in chunks if c], out.num_rows)
+        return Encoded(self, table, seq, [c for c in chunks if c])

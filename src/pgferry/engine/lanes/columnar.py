@@ -321,24 +321,24 @@ async def run_columnar(ctx: LaneContext) -> None:
             if encoder is None and table.num_columns:
                 encoder = await _prepare(job, writer, plan, table, prepared)
             with ls.busy():
-                if encoder is not None:
-                    encoded = await asyncio.to_thread(encoder.encode, table, item.seq)
-                    payload, rows = encoded.chunks, encoded.rows
-                else:
-                    payload, rows = [], 0
-                if writer.ready:
+                if encoder is not None and writer.ready:
+                    encoded = (
+                        await asyncio.to_thread(encoder.encode, table, item.seq)
+                        if table.num_columns
+                        else codec.NOTHING  # every row rejected: the ledger still moves on
+                    )
                     await writer.write_copy(
                         item.seq,
-                        payload,
-                        rows=rows,
+                        encoded,
                         rows_read=item.rows_read,
                         position=item.position,
                         rejects=item.rejects,
                     )
+                    del encoded
                 else:
                     result.rows_read += item.rows_read
                     result.rows_rejected += len(item.rejects)
-            del item, table, payload
+            del item, table
             if on_progress is not None:
                 on_progress(
                     Progress(result.rows_read, result.rows_written, 0, plan.estimate, "columnar")

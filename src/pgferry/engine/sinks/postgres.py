@@ -291,30 +291,31 @@ class PostgresSink:
     async def write_copy(
         self,
         seq: int,
-        payload: Sequence[bytes],
+        batch: postgres_copy.CopyBatch,
         *,
-        rows: int,
         rows_read: int,
         position: list[str] | None,
         rejects: Sequence[Reject] = (),
     ) -> None:
-        """Write one batch given as a whole binary COPY stream (header, tuples, trailer), its
-        rejects and its ledger entry in one transaction."""
+        """Write one batch given as binary COPY, its rejects and its ledger entry in one
+        transaction. Rows the target refuses are set aside within ``max_rejects`` (the batch
+        is halved until they are found, each try in a savepoint)."""
         conn, job = self.conn, self.job
         try:
             async with conn.transaction():
-                written = await postgres_copy.copy(
-                    self, payload, rows, carried=self._carried, stage=_STAGE
+                written, refused = await postgres_copy.write_isolating(
+                    self, batch, carried=self._carried, stage=_STAGE
                 )
-                if rejects:
-                    self._check_budget(seq, rejects)
+                found = [*rejects, *refused]
+                if found:
+                    self._check_budget(seq, found)
                     await self.store.add_rejects(
                         conn,
                         job=job.name,
                         partition=self.partition,
                         run_id=self.result.run_id,
                         batch=seq,
-                        rejects=rejects,
+                        rejects=found,
                     )
                 await self.store.save_batch(
                     conn,
@@ -331,7 +332,7 @@ class PostgresSink:
             raise load_failure(
                 exc, job=job.name, table=self.table, batch=seq, columns=self.columns
             ) from exc
-        self._count(written, len(rejects), rows_read, position)
+        self._count(written, len(found), rows_read, position)
 
     async def _copy(self, rows: Sequence[Sequence[Any]]) -> int:
         if not rows:

@@ -9,20 +9,41 @@ in a text staging table and reach their own types through the server's cast, whi
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncpg
 
 from pgferry import sql
+from pgferry.engine.sinks.base import Reject
+from pgferry.engine.sinks.postgres_errors import load_failure
 from pgferry.errors import LoadError
 from pgferry.sql import TableName
 
 if TYPE_CHECKING:
     from pgferry.engine.sinks.postgres import PostgresSink
 
-__all__ = ["copy", "prepare"]
+__all__ = ["CopyBatch", "copy", "prepare", "write_isolating"]
 
 TEXT_STAGE = "pgferry_text_stage"
+
+# What one refused row causes on COPY (a value the column's type or a constraint refuses, a
+# text the server cannot cast); anything else is not narrowed down by halving the batch.
+_ROW_ERRORS = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
+
+
+class CopyBatch(Protocol):
+    """A batch that can be written as binary COPY, and halved to find a refused row."""
+
+    rows: int
+
+    def chunks(self) -> Sequence[bytes]:
+        """The whole COPY stream: header, tuples, trailer."""
+
+    def halves(self) -> tuple[CopyBatch, CopyBatch]:
+        """The first and the second half of the rows, as batches of their own."""
+
+    def first_row(self) -> dict[str, Any]:
+        """The first row, as a dict for the rejects table."""
 
 
 async def prepare(
@@ -90,3 +111,32 @@ async def copy(
     )
     await conn.execute(sql.truncate(stage))
     return int(merged.split()[-1])
+
+
+async def write_isolating(
+    sink: PostgresSink,
+    batch: CopyBatch,
+    *,
+    carried: Mapping[str, str],
+    stage: str,
+) -> tuple[int, list[Reject]]:
+    """:func:`copy` in a savepoint; when the target refuses a row and ``max_rejects`` allows,
+    halve the batch until the refused rows are isolated (about ``b * log2(n)`` extra COPYs
+    for ``b`` bad rows among ``n``, only on failure). Returns the rows written and the rejects.
+    """
+    try:
+        async with sink.conn.transaction():
+            return await copy(sink, batch.chunks(), batch.rows, carried=carried, stage=stage), []
+    except _ROW_ERRORS as exc:
+        if sink.job.max_rejects == 0:
+            raise  # named by load_failure, with the column the server reports
+        if batch.rows == 1:
+            err = load_failure(
+                exc, job=sink.job.name, table=sink.table, batch=None, columns=sink.columns
+            )
+            message = f"{type(exc).__name__}: {exc}"
+            return 0, [("load", type(exc).__name__, message, err.column, batch.first_row())]
+        first, second = batch.halves()
+        w1, r1 = await write_isolating(sink, first, carried=carried, stage=stage)
+        w2, r2 = await write_isolating(sink, second, carried=carried, stage=stage)
+        return w1 + w2, r1 + r2
