@@ -20,6 +20,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,6 +80,7 @@ class _Done:
     table: pa.Table | None
     rejects: list[Reject]
     error: PgferryError | None = None
+    encoded: codec.Encoded | None = None  # encoded beside the transform once the target is known
 
 
 class ArrowReader:
@@ -241,18 +243,25 @@ async def run_columnar(ctx: LaneContext) -> None:
     es, ts, ls = (result.stages[s] for s in ("extract", "transform", "load"))
     collect = job.max_rejects > 0
     position_index = plan.position_index
+    loop = asyncio.get_running_loop()
+    # One thread for the driver, one for the transform and the encoder: every batch's memory
+    # is allocated by the same two threads (rotating pool threads each grew an allocator arena
+    # of their own: 14 to 27 MiB more at peak at 1M rows), and the ADBC connection sees one thread.
+    read_thread = ThreadPoolExecutor(1, thread_name_prefix="pgferry-arrow-read")
+    work_thread = ThreadPoolExecutor(1, thread_name_prefix="pgferry-arrow-transform")
+    encoders: list[codec.Encoder] = []  # set once the target is prepared
 
     async def extract_stage() -> None:
         reader = ArrowReader(dsn, job=job, snapshot=snapshot)
         seq = 0
         try:
             with es.busy():
-                await asyncio.to_thread(reader.open, query, args)
+                await loop.run_in_executor(read_thread, reader.open, query, args)
             if on_snapshot is not None and snapshot is not None:
                 on_snapshot()
             while True:
                 with es.busy():
-                    batch = await asyncio.to_thread(reader.next)
+                    batch = await loop.run_in_executor(read_thread, reader.next)
                 if batch is None:
                     break
                 for offset in range(0, batch.num_rows, job.batch_size):
@@ -275,7 +284,7 @@ async def run_columnar(ctx: LaneContext) -> None:
                 batch=seq,
             ) from exc
         finally:
-            await asyncio.shield(asyncio.to_thread(reader.close))
+            await asyncio.shield(loop.run_in_executor(read_thread, reader.close))
         with es.waiting():
             await raw.put(END)
 
@@ -287,9 +296,13 @@ async def run_columnar(ctx: LaneContext) -> None:
                 _isolating(fn, kind, batch, rejects) if collect
                 else codec.call_transform(fn, kind, batch)
             )  # fmt: skip
+            # Once the target is prepared, encoding happens here too, off the loader's path.
+            encoded = (
+                encoders[0].encode(table, item.seq) if encoders and table.num_columns else None
+            )
         except PgferryError as exc:
             return _Done(item.seq, batch.num_rows, item.position, None, [], exc)
-        return _Done(item.seq, batch.num_rows, item.position, table, rejects)
+        return _Done(item.seq, batch.num_rows, item.position, table, rejects, encoded=encoded)
 
     async def transform_stage() -> None:
         while True:
@@ -298,7 +311,7 @@ async def run_columnar(ctx: LaneContext) -> None:
             if item is END:
                 break
             with ts.busy():
-                out = await asyncio.to_thread(transform_one, item)
+                out = await loop.run_in_executor(work_thread, transform_one, item)
             del item
             with ts.waiting():
                 await done.put(out)
@@ -320,10 +333,12 @@ async def run_columnar(ctx: LaneContext) -> None:
             assert table is not None
             if encoder is None and table.num_columns:
                 encoder = await _prepare(job, writer, plan, table, prepared)
+                encoders.append(encoder)
             with ls.busy():
                 if encoder is not None and writer.ready:
                     encoded = (
-                        await asyncio.to_thread(encoder.encode, table, item.seq)
+                        item.encoded
+                        or await loop.run_in_executor(work_thread, encoder.encode, table, item.seq)
                         if table.num_columns
                         else codec.NOTHING  # every row rejected: the ledger still moves on
                     )
@@ -344,7 +359,11 @@ async def run_columnar(ctx: LaneContext) -> None:
                     Progress(result.rows_read, result.rows_written, 0, plan.estimate, "columnar")
                 )
 
-    await run_stages(extract_stage(), transform_stage(), load_stage())
+    try:
+        await run_stages(extract_stage(), transform_stage(), load_stage())
+    finally:
+        read_thread.shutdown(wait=False)
+        work_thread.shutdown(wait=False)
 
 
 async def _prepare(
