@@ -9,7 +9,7 @@ checked by :func:`check_type_name` before use.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from pgferry.errors import ConfigError
@@ -460,57 +460,41 @@ def create_schema(schema: str) -> str:
 # --- The columnar lane ---------------------------------------------------------------------------
 
 
-def select_for_arrow(
-    query: str, columns: Sequence[tuple[str, bool]], order_by: Sequence[str]
-) -> str:
-    """``query`` with the columns flagged ``True`` read as their text output (``col::text``).
-
-    ``order_by`` (the position columns) is repeated outside, qualified, so that the order is the
-    source values' order, not their text's.
-    """
+def select_for_arrow(query: str, columns: Sequence[tuple[str, bool]], order: Sequence[str]) -> str:
+    """``query`` with the columns flagged ``True`` read as text; ``order`` (the position
+    columns) repeated outside, qualified: the source values' order, not their text's."""
     if not any(as_text for _, as_text in columns):
         return query
-    items = ", ".join(
-        f"pgferry_src.{quote_ident(n)}::text AS {quote_ident(n)}" if as_text else
-        f"pgferry_src.{quote_ident(n)}"
-        for n, as_text in columns
-    )  # fmt: skip
-    order = ", ".join(f"pgferry_src.{quote_ident(c)}" for c in order_by)
-    return f"SELECT {items} FROM ({query}) AS pgferry_src" + (f" ORDER BY {order}" if order else "")
+    cols = [f"pgferry_src.{quote_ident(n)}" + f"::text AS {quote_ident(n)}" * t for n, t in columns]
+    by = " ORDER BY " + ", ".join(f"pgferry_src.{quote_ident(c)}" for c in order) if order else ""
+    return f"SELECT {', '.join(cols)} FROM ({query}) AS pgferry_src{by}"
 
 
 def insert_cast_from(
-    target: TableName | str, stage: str, columns: Sequence[str], types: Mapping[str, str]
+    into: TableName | str, stage: str, columns: Sequence[str], types: dict[str, str]
 ) -> str:
-    """``INSERT INTO target (cols) SELECT …`` from a stage, casting the columns in ``types``."""
-    into = target.sql if isinstance(target, TableName) else quote_ident(target)
-    items = ", ".join(
-        f"{quote_ident(c)}::{check_type_name(types[c])}" if c in types else quote_ident(c)
-        for c in columns
-    )
-    return f"INSERT INTO {into} ({quote_columns(columns)}) SELECT {items} FROM {quote_ident(stage)}"
+    """``INSERT INTO into (cols) SELECT …`` from a stage, casting the columns in ``types``."""
+    cols = [
+        quote_ident(c) + (f"::{check_type_name(types[c])}" if c in types else "") for c in columns
+    ]
+    table = into.sql if isinstance(into, TableName) else quote_ident(into)
+    select = f"SELECT {', '.join(cols)} FROM {quote_ident(stage)}"
+    return f"INSERT INTO {table} ({quote_columns(columns)}) {select}"
 
 
 _PARAM = re.compile(
-    r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/|(\$[A-Za-z_]\w*\$|\$\$).*?\1"""
-    r"""|\$(\d+)""",
-    re.DOTALL,
+    r"""'(?:[^']|'')*'|"(?:[^"]|"")*"|--[^\n]*|/\*.*?\*/|(\$[A-Za-z_]\w*\$|\$\$).*?\1|\$(\d+)""",
+    re.S,
 )
 
 
 def params_as_settings(query: str, types: Sequence[str], prefix: str) -> str:
-    """Replace ``$n`` by ``current_setting('<prefix>n')::type`` (outside literals, quoted
-    identifiers, comments and dollar quotes).
-
-    For a reader that cannot bind parameters and stream at once: the values are set with
-    ``set_config($1, $2, true)`` (themselves bound) in the reading transaction.
-    """
+    """``$n`` → ``(current_setting('<prefix>n')::type)`` outside literals, quoted names,
+    comments and dollar quotes: for a reader that streams only unbound queries (the values
+    are set by a bound ``set_config($1, $2, true)`` in its transaction)."""
 
     def sub(m: re.Match[str]) -> str:
-        if m.group(2) is None:
-            return m.group(0)
-        n = int(m.group(2))
-        setting = f"{prefix}{n}".replace("'", "''")
-        return f"(current_setting('{setting}')::{check_type_name(types[n - 1])})"
+        n = int(m.group(2) or 0)
+        return f"(current_setting('{prefix}{n}')::{check_type_name(types[n - 1])})" if n else m[0]
 
     return _PARAM.sub(sub, query)

@@ -82,8 +82,9 @@ def position_of(batch: pa.RecordBatch, index: Sequence[int]) -> list[str] | None
     values = []
     for i in index:
         scalar = batch.column(i)[last]
-        values.append(str(scalar.as_py()) if isinstance(scalar.type, pa.BaseExtensionType) else
-                      scalar.as_py())  # fmt: skip
+        value = scalar.as_py()
+        # uuid (an extension type) as its text, which the server converts back.
+        values.append(str(value) if isinstance(scalar.type, pa.BaseExtensionType) else value)
     return position_text(values)
 
 

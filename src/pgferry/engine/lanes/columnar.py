@@ -292,10 +292,10 @@ async def run_columnar(ctx: LaneContext) -> None:
         batch = codec.plain(item.batch)
         rejects: list[Reject] = []
         try:
-            table = (
-                _isolating(fn, kind, batch, rejects) if collect
-                else codec.call_transform(fn, kind, batch)
-            )  # fmt: skip
+            if collect:
+                table = _isolating(fn, kind, batch, rejects)
+            else:
+                table = codec.call_transform(fn, kind, batch)
             # Once the target is prepared, encoding happens here too, off the loader's path.
             encoded = (
                 encoders[0].encode(table, item.seq) if encoders and table.num_columns else None
@@ -394,8 +394,9 @@ async def _prepare(
     return encoder
 
 
-def _isolating(fn: Callable[..., Any], kind: Kind, batch: pa.RecordBatch,
-               rejects: list[Reject]) -> pa.Table:  # fmt: skip
+def _isolating(
+    fn: Callable[..., Any], kind: Kind, batch: pa.RecordBatch, rejects: list[Reject]
+) -> pa.Table:
     """Call the transform; when it raises, call it on halves to set the bad rows aside."""
     try:
         return codec.call_transform(fn, kind, batch)

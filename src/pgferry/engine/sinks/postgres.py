@@ -9,7 +9,7 @@ transaction, and at the end commits, clears progress, syncs deletes or swaps the
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -234,13 +234,26 @@ class PostgresSink:
         position: list[str] | None,
         rejects: Sequence[Reject],
     ) -> None:
-        conn, job = self.conn, self.job
         batch = list(rows)
         if self._json_as_text is not None:
             batch = self._json_as_text(batch)
+        await self._commit(
+            seq, lambda: self._write_bisect(seq, batch), rejects, rows_read, position
+        )
+
+    async def _commit(
+        self,
+        seq: int,
+        write: Callable[[], Awaitable[tuple[int, list[Reject]]]],
+        rejects: Sequence[Reject],
+        rows_read: int,
+        position: list[str] | None,
+    ) -> None:
+        """``write()`` the batch, its rejects and its ledger entry in one transaction."""
+        conn, job = self.conn, self.job
         try:
             async with conn.transaction():
-                written, refused = await self._write_bisect(seq, batch)
+                written, refused = await write()
                 found = [*rejects, *refused]
                 if found:
                     self._check_budget(seq, found)
@@ -267,15 +280,9 @@ class PostgresSink:
             raise load_failure(
                 exc, job=job.name, table=self.table, batch=seq, columns=self.columns
             ) from exc
-        self._count(written, len(found), rows_read, position)
-
-    def _count(
-        self, written: int, rejected: int, rows_read: int, position: list[str] | None
-    ) -> None:
-        """A batch committed: add it to the result."""
-        self._rejects_total += rejected
+        self._rejects_total += len(found)
         self.result.rows_written += written
-        self.result.rows_rejected += rejected
+        self.result.rows_rejected += len(found)
         self.result.rows_read += rows_read
         self.result.batches += 1
         if position is not None and self.plan.position_kind == "watermark":
@@ -300,39 +307,11 @@ class PostgresSink:
         """Write one batch given as binary COPY, its rejects and its ledger entry in one
         transaction. Rows the target refuses are set aside within ``max_rejects`` (the batch
         is halved until they are found, each try in a savepoint)."""
-        conn, job = self.conn, self.job
-        try:
-            async with conn.transaction():
-                written, refused = await postgres_copy.write_isolating(
-                    self, batch, carried=self._carried, stage=_STAGE
-                )
-                found = [*rejects, *refused]
-                if found:
-                    self._check_budget(seq, found)
-                    await self.store.add_rejects(
-                        conn,
-                        job=job.name,
-                        partition=self.partition,
-                        run_id=self.result.run_id,
-                        batch=seq,
-                        rejects=found,
-                    )
-                await self.store.save_batch(
-                    conn,
-                    job.name,
-                    self.partition,
-                    watermark=position if self.plan.position_kind == "watermark" else None,
-                    progress=position if self.plan.position_kind == "progress" else None,
-                    run_id=self.result.run_id,
-                    rows=written,
-                )
-        except PgferryError:
-            raise
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise load_failure(
-                exc, job=job.name, table=self.table, batch=seq, columns=self.columns
-            ) from exc
-        self._count(written, len(found), rows_read, position)
+
+        def write() -> Awaitable[tuple[int, list[Reject]]]:
+            return postgres_copy.write_isolating(self, batch, carried=self._carried, stage=_STAGE)
+
+        await self._commit(seq, write, rejects, rows_read, position)
 
     async def _copy(self, rows: Sequence[Sequence[Any]]) -> int:
         if not rows:

@@ -100,7 +100,7 @@ async def copy(
         raise LoadError(f"binary COPY wrote {copied} rows of a batch of {rows}", job=sink.job.name)
     if carried:
         target: TableName | str = stage if sink.upsert else sink.copy_into
-        status = await conn.execute(sql.insert_cast_from(target, TEXT_STAGE, cols, carried))
+        status = await conn.execute(sql.insert_cast_from(target, TEXT_STAGE, cols, dict(carried)))
         await conn.execute(sql.truncate(TEXT_STAGE))
         if not sink.upsert:
             return int(status.split()[-1])
