@@ -135,6 +135,7 @@ def test_a_job_file_names_a_polars_transform(dbs: Databases, tmp_path: Path) -> 
     )
     result = pgferry.run(pgferry.load_job(path))
     assert result.path == "columnar"
+    assert result.batches == 1  # no batch_size: a batch is what the driver reads (≈4 MiB)
     assert target_rows(dbs) == expected(dbs)
 
 

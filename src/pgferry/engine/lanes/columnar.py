@@ -250,6 +250,10 @@ async def run_columnar(ctx: LaneContext) -> None:
     read_thread = ThreadPoolExecutor(1, thread_name_prefix="pgferry-arrow-read")
     work_thread = ThreadPoolExecutor(1, thread_name_prefix="pgferry-arrow-transform")
     encoders: list[codec.Encoder] = []  # set once the target is prepared
+    # Unless the job sets batch_size, a batch is what the driver reads at once (≈4 MiB): each
+    # batch costs a COPY, a ledger row and a commit, and 10,000-row batches made the standard
+    # workload 1.5x slower (102 commits instead of 34; 11.9-14.1 s vs 7.8-8.8 s for 1M rows).
+    rows_per_batch = job.batch_size if "batch_size" in job.model_fields_set else None
 
     async def extract_stage() -> None:
         reader = ArrowReader(dsn, job=job, snapshot=snapshot)
@@ -264,8 +268,8 @@ async def run_columnar(ctx: LaneContext) -> None:
                     batch = await loop.run_in_executor(read_thread, reader.next)
                 if batch is None:
                     break
-                for offset in range(0, batch.num_rows, job.batch_size):
-                    part = batch.slice(offset, job.batch_size)
+                for offset in range(0, batch.num_rows, rows_per_batch or batch.num_rows):
+                    part = batch.slice(offset, rows_per_batch or batch.num_rows)
                     codec.check_infinities(part, job=job.name, seq=seq)
                     item = _Read(seq, part, codec.position_of(part, position_index))
                     del part
