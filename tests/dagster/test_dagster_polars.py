@@ -18,9 +18,14 @@ def test_a_polars_transform_materialises(dbs: Databases) -> None:
     for statement in workload_statements(3_000):
         execute(dbs.source, statement)
     asset = pgferry_asset(
-        name="people", source_table="bench_src", target_table="people", key_columns="id",
-        transform="pgferry.demo:split_name_polars", mode="upsert", options={"batch_size": 1000},
-    )  # fmt: skip
+        name="people",
+        source_table="bench_src",
+        target_table="people",
+        key_columns="id",
+        transform="pgferry.demo:split_name_polars",
+        mode="upsert",
+        options={"batch_size": 1000},
+    )
     resources = {"pgferry": PgferryResource(source_dsn=dbs.source, target_dsn=dbs.target)}
     meta: dict[str, Any] = materialization(dg.materialize([asset], resources=resources))
     assert (meta["pgferry/path"], meta["dagster/row_count"]) == ("columnar", 3_000)

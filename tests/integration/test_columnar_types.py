@@ -62,16 +62,14 @@ def test_every_type_round_trips_exactly(dbs: Databases, kind: str) -> None:
     assert fetchval(dbs.target, f"SELECT id FROM types_dst WHERE {nulls}") == n_rows
 
 
-# Types with an equality operator: the upsert merge compares old and new rows.
-COMPARABLE = {"i2", "i4", "i8", "num", "num38", "f8", "txt", "by", "bo", "d", "ts", "tstz", "iv",
-              "uid", "jb", "ia", "ta", "i2d", "na", "da", "iva", "jba", "ir", "tr", "dr", "nr",
-              "imr", "ip", "mac"}  # fmt: skip
+# The upsert merge compares old and new rows: leave out the types without an equality operator.
+NO_EQUALITY = {"js", "pt", "bx", "ls", "ln", "ci", "pa", "pg"}  # json and geometric types
 
 
 @pytest.mark.parametrize("kind", TRANSFORMS)
 def test_into_an_existing_table_and_by_upsert(dbs: Databases, kind: str) -> None:
     """Text-carried columns go through the cast stage, then the upsert stage."""
-    spec = [c for c in COLUMNAR_MATRIX if c[0] in COMPARABLE]
+    spec = [c for c in COLUMNAR_MATRIX if c[0] not in NO_EQUALITY]
     columns = [name for name, _, _ in spec]
     n_rows = build_table(dbs.source, "types_src", spec)
     ferry(dbs, kind, "types_src", "types_dst", batch_size=4)
