@@ -24,6 +24,7 @@ from pydantic import (
 
 from pgferry._dsn import mask_dsn
 from pgferry.errors import ConfigError, JobValidationError
+from pgferry.httpspec import HttpTarget, check_http_job
 from pgferry.sql import TableName, check_type_name
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "Job",
     "Partition",
     "Source",
+    "State",
     "Target",
     "mask_dsn",
 ]
@@ -159,14 +161,51 @@ class Target(_Model):
             when pgferry creates the table.
         sync_deletes: With a full (non-incremental) ``upsert``, delete target rows whose key
             no longer exists in the source, after the load.
+        http: Send the rows to an HTTP endpoint instead (see
+            :class:`~pgferry.httpspec.HttpTarget`); then ``table``, ``dsn`` and ``mode`` are
+            not used and the job's state goes to ``state.dsn``.
     """
 
     dsn: str | None = None
-    table: TableField
+    table: TableField | None = None
     mode: Mode = "append"
     key: KeyField = None
     columns: dict[str, str] = Field(default_factory=dict)
     sync_deletes: bool = False
+    http: HttpTarget | None = None
+
+    @model_validator(mode="after")
+    def _table_or_http(self) -> Target:
+        def problem(key: str, text: str) -> JobValidationError:
+            return JobValidationError(text, problems=[(key, text)])
+
+        if self.http is None:
+            if self.table is None:
+                raise problem(
+                    "table", "required key is missing (or give 'http' to send rows to an endpoint)"
+                )
+            return self
+        if "mode" in self.model_fields_set:
+            raise problem(
+                "mode",
+                "'mode' is not used for HTTP targets (every row is sent once per run, under "
+                "an idempotency key): remove it",
+            )
+        for name in ("table", "dsn", "sync_deletes"):
+            if name in self.model_fields_set:
+                raise problem(
+                    name,
+                    f"{name!r} is for PostgreSQL targets, not HTTP ones (an HTTP target's "
+                    "ledger, runs and rejects go to state.dsn)",
+                )
+        return self
+
+    @property
+    def pg_table(self) -> TableName:
+        """The target table of a PostgreSQL target."""
+        if self.table is None:
+            raise ConfigError("this job's target is an HTTP endpoint, not a table")
+        return self.table
 
     @field_validator("columns")
     @classmethod
@@ -177,6 +216,16 @@ class Target(_Model):
             except ConfigError as exc:
                 raise ValueError(f"column {name!r}: {exc.message}") from None
         return value
+
+
+class State(_Model):
+    """Where pgferry keeps a job's ledger, runs and rejects when the target is not PostgreSQL.
+
+    Attributes:
+        dsn: A PostgreSQL database (never the source unless you name it here).
+    """
+
+    dsn: str | None = None
 
 
 class Incremental(_Model):
@@ -270,6 +319,7 @@ class Job(_Model):
             and returns status ``skipped``: clearing a finished task and running it again is
             safe. Other modes ignore it for that purpose (running them again is idempotent)
             but record it in the run history.
+        state: See :class:`State`; required when the target is an HTTP endpoint.
     """
 
     name: str = ""
@@ -292,6 +342,7 @@ class Job(_Model):
     lock_wait: float = Field(default=60.0, ge=0)
     state_schema: str = Field(default="pgferry", min_length=1, max_length=63)
     run_key: str | None = Field(default=None, min_length=1, max_length=1000)
+    state: State | None = None
 
     @field_validator("transform")
     @classmethod
@@ -327,12 +378,16 @@ class Job(_Model):
     @model_validator(mode="after")
     def _default_name(self) -> Job:
         if not self.name:
-            object.__setattr__(self, "name", str(self.target.table))
+            http = self.target.http
+            name = http.default_job_name() if http is not None else str(self.target.table)
+            object.__setattr__(self, "name", name)
         return self
 
     @model_validator(mode="after")
     def _consistent_modes(self) -> Job:
         mode, inc, part = self.target.mode, self.incremental, self.partition
+        if self.target.http is not None:
+            check_http_job(self)
         if mode == "upsert" and not self.upsert_key:
             raise ValueError("mode 'upsert' needs target.key (the columns of a unique key)")
         if self.target.sync_deletes and (mode != "upsert" or inc is not None or part):
@@ -408,6 +463,10 @@ class Job(_Model):
         data = self.model_dump(mode="json", exclude={"transform"})
         for side in ("source", "target"):
             data[side]["dsn"] = mask_dsn(data[side]["dsn"])
+        if self.target.http is not None:
+            data["target"]["http"] = self.target.http.describe()
+        if self.state is not None:
+            data["state"]["dsn"] = mask_dsn(self.state.dsn)
         data["transform"] = (
             self.transform
             if isinstance(self.transform, str) or self.transform is None

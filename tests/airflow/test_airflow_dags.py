@@ -24,6 +24,7 @@ DAG_IDS = {
     "pgferry_partitioned_copy",
     "pgferry_downstream",
     "pgferry_daily_snapshot",
+    "pgferry_to_api",  # run by test_airflow_http.py
 }
 
 

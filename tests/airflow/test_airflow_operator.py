@@ -176,6 +176,7 @@ def test_operator_template_fields() -> None:
         "partition",
         "overrides",
         "run_key",
+        "endpoint",  # of an HTTP target
     }
 
 

@@ -262,3 +262,17 @@ def test_rows_the_target_refuses_are_set_aside(dbs: Databases, kind: str) -> Non
     rejected = fetch(dbs.target, query)
     assert [tuple(r) for r in rejected] == [("7", "last_name"), ("500", "last_name")]
     assert fetchval(dbs.target, "SELECT count(*) FROM dst") == 998
+
+
+def test_an_http_target_refuses_a_columnar_transform(dbs: Databases) -> None:
+    load_workload(dbs.source, 10)
+    job = pgferry.Job.from_dict(
+        {
+            "source": {"dsn": dbs.source, "table": "bench_src", "key": "id"},
+            "target": {"http": {"url": "http://127.0.0.1:9/never"}},
+            "state": {"dsn": dbs.target},
+            "transform": "pgferry.demo:split_name_polars",
+        }
+    )
+    with pytest.raises(pgferry.ConfigError, match="an HTTP target takes a row or batch"):
+        pgferry.run(job)

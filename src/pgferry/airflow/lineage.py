@@ -102,8 +102,10 @@ async def _describe(job: Job, inputs: Sequence[TableName]) -> tuple[Any, ...]:
         src = await connect(job.source.dsn, role="source", job=job.name, timeout=timeout)
         _, source_columns, _ = await describe_source(src, job)
         input_columns = [await describe_table(src, t) for t in inputs]
+        if job.target.http is not None:  # an endpoint: rows go as the source gives them
+            return source_columns, [] if job.transform else source_columns, input_columns
         tgt = await connect(job.target.dsn, role="target", job=job.name, timeout=timeout)
-        target_columns = await describe_table(tgt, job.target.table)
+        target_columns = await describe_table(tgt, job.target.pg_table)
         return source_columns, target_columns or [], input_columns
     finally:
         await close_quietly(src)

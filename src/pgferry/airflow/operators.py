@@ -22,6 +22,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 import pgferry
 from pgferry._dsn import mask_dsn
+from pgferry.airflow._http import endpoint_asset, http_lineage, http_target_changes, shown_url
 from pgferry.airflow._task import partition_data, query_param, run_key_of
 from pgferry.airflow.hooks import PgferryHook, connection_from_environment, table_uri
 from pgferry.engine.progress import ProgressLogger
@@ -70,6 +71,8 @@ class PgferryOperator(BaseOperator):
             succeeded and running it again is skipped instead of appending the rows twice
             (see :attr:`pgferry.Job.run_key`). ``None``: no run key (each run appends).
         progress_interval: Seconds between progress lines in the task log.
+        target_http_conn_id, endpoint, state_conn_id: An HTTP target (``docs/http.md``): an
+            ``http`` connection, a path (templated), the ``postgres`` connection of its state.
         **kwargs: Passed to ``BaseOperator`` (``retries``, ``outlets``…).
     """
 
@@ -82,6 +85,7 @@ class PgferryOperator(BaseOperator):
         "partition",
         "overrides",
         "run_key",
+        "endpoint",
     )
     template_fields_renderers = {
         "source_query": "sql",
@@ -113,15 +117,19 @@ class PgferryOperator(BaseOperator):
         job_name: str | None = None,
         run_key: str | None = DEFAULT_RUN_KEY,
         progress_interval: float = 30.0,
+        target_http_conn_id: str | None = None,
+        endpoint: str | None = None,
+        state_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if source_table is not None and source_query is not None:
             raise ValueError(f"task {self.task_id!r}: give source_table or source_query, not both")
-        if job is None and ((source_table is None and source_query is None) or not target_table):
-            raise ValueError(
-                f"task {self.task_id!r}: give a job, or source_table/source_query and target_table"
-            )
+        destination = target_table or target_http_conn_id or endpoint
+        if job is None and ((source_table is None and source_query is None) or not destination):
+            raise ValueError(f"task {self.task_id!r}: give a job, or a source and a target")
+        self.target_http_conn_id, self.endpoint = target_http_conn_id, endpoint
+        self.state_conn_id = state_conn_id
         self.job = os.fspath(job) if isinstance(job, os.PathLike) else job
         self.source_conn_id = source_conn_id
         self.target_conn_id = target_conn_id
@@ -244,6 +252,7 @@ class PgferryOperator(BaseOperator):
             changes["source.dsn"] = self.source_hook.dsn
         if self.target_hook is not None:
             changes["target.dsn"] = self.target_hook.dsn
+        changes |= http_target_changes(self.target_http_conn_id, self.endpoint, self.state_conn_id)
         return changes
 
     def build_job(self) -> Job:
@@ -287,7 +296,7 @@ class PgferryOperator(BaseOperator):
             "pgferry job %r: %s -> %s (mode %s%s)",
             job.name,
             mask_dsn(job.source.dsn),
-            mask_dsn(job.target.dsn),
+            shown_url(job.target.http.url) if job.target.http else mask_dsn(job.target.dsn),
             job.target.mode,
             f", partition {job.partition.name}" if job.partition else "",
         )
@@ -366,6 +375,8 @@ class PgferryOperator(BaseOperator):
             table = job.source.table
             database = self.source_hook.database if self.source_hook else None
         else:
+            if job.target.http is not None:
+                return endpoint_asset(job.target.http.url).uri
             conn = self._connection_of(self.target_hook, job.target.dsn)
             table = job.target.table
             database = self.target_hook.database if self.target_hook else None
@@ -438,6 +449,9 @@ class PgferryOperator(BaseOperator):
 
         job = self._job or self.build_job()
         source_conn = self._connection_of(self.source_hook, job.source.dsn)
+        if job.target.http is not None and source_conn is not None:
+            hook = self.source_hook or _UriHook(source_conn)
+            return http_lineage(job, hook, result, introspect=introspect)
         target_conn = self._connection_of(self.target_hook, job.target.dsn)
         if source_conn is None or target_conn is None:
             return None
@@ -451,7 +465,7 @@ class PgferryOperator(BaseOperator):
             else None
         )
         target = lineage.DatasetRef(
-            target_hook.openlineage_namespace, target_hook.openlineage_name(job.target.table)
+            target_hook.openlineage_namespace, target_hook.openlineage_name(job.target.pg_table)
         )
         try:
             info = lineage.gather(

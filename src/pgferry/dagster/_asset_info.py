@@ -88,6 +88,10 @@ def _window_partition(name: str, column: str, window: dg.TimeWindow) -> Partitio
 def _with_partition(job: Job, part: Partition) -> Job:
     # A reloaded window must be read whole: an incremental position would skip rows that the
     # window's delete has just removed.
+    if job.target.http is not None:
+        # An endpoint has no slice to delete: the slice is sent again, under the same
+        # idempotency keys (they name the partition and the rows' keys).
+        part = Partition(**{**part.model_dump(), "replace": False})
     return job.with_overrides(partition=part.model_dump(), incremental=None)
 
 

@@ -80,7 +80,7 @@ class TargetInfo:
 
 
 async def _target_scope_count(conn: asyncpg.Connection, job: Job, columns: list[Column]) -> int:
-    table = job.target.table
+    table = job.target.pg_table
     types = {c.name: c.type for c in columns}
     part = job.partition
     if part is None:
@@ -105,10 +105,10 @@ async def describe_target(job: Job, *, count: bool) -> TargetInfo | None:
     """Name, columns and (with ``count``) rows in scope of the job's target; ``None`` if absent."""
 
     async def use(conn: asyncpg.Connection) -> TargetInfo | None:
-        columns = await schema.describe_table(conn, job.target.table)
+        columns = await schema.describe_table(conn, job.target.pg_table)
         if columns is None:
             return None
-        db, nsp, rel = await conn.fetchrow(_QUALIFIED_NAME, job.target.table.sql)
+        db, nsp, rel = await conn.fetchrow(_QUALIFIED_NAME, job.target.pg_table.sql)
         rows = await _target_scope_count(conn, job, columns) if count and columns else None
         return TargetInfo(f"{db}.{nsp}.{rel}", columns, rows)
 

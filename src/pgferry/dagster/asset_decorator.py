@@ -29,6 +29,7 @@ from pgferry.dagster.metadata import (
 from pgferry.dagster.resource import PgferryResource
 from pgferry.dagster.translator import PgferryTranslator, PgferryTranslatorData
 from pgferry.errors import ConfigError, PgferryError, Transient
+from pgferry.httpspec import mask_url
 from pgferry.jobfile import apply_overrides, load_job
 from pgferry.result import RunResult
 from pgferry.spec import Job, Partition
@@ -62,11 +63,13 @@ def _build_job(
     incremental_column: str | None,
     time_partitioned: bool,
     options: Mapping[str, Any] | None,
+    target_url: str | None = None,
 ) -> Job:
     described = {
         "source_table": source_table,
         "source_query": source_query,
         "target_table": target_table,
+        "target_url": target_url,
         "transform": transform,
         "mode": mode,
         "key_columns": key_columns,
@@ -90,9 +93,12 @@ def _build_job(
         elif not options:
             return base
     else:
-        if target_table is None or (source_table is None) == (source_query is None):
+        if (target_table is None) == (target_url is None) or (source_table is None) == (
+            source_query is None
+        ):
             raise ConfigError(
-                "pgferry_asset: give job=, or target_table and one of source_table or source_query"
+                "pgferry_asset: give job=, or target_table and one of source_table or "
+                "source_query (or target_url instead of target_table)"
             )
         source: dict[str, Any] = {"key": key_columns}
         if source_table is not None:
@@ -101,7 +107,11 @@ def _build_job(
             source["query"] = source_query
         data = {
             "source": source,
-            "target": {"table": target_table, "mode": mode or "append", "key": key_columns},
+            "target": (
+                {"http": {"url": target_url}}
+                if target_url is not None
+                else {"table": target_table, "mode": mode or "append", "key": key_columns}
+            ),
             "transform": transform,
         }
         if name:
@@ -144,6 +154,7 @@ def pgferry_asset(
     op_tags: Mapping[str, Any] | None = None,
     pool: str | None = None,
     translator: PgferryTranslator | None = None,
+    target_url: str | None = None,
 ) -> dg.AssetsDefinition:
     """Build a Dagster asset that runs one pgferry job with the ``pgferry`` resource.
 
@@ -192,6 +203,12 @@ def pgferry_asset(
         op_tags: Tags of the underlying op (e.g. concurrency limits).
         pool: The concurrency pool of the asset's runs.
         translator: Customises the asset specs of the target and of the source.
+        target_url: Send the rows to this HTTP endpoint instead of a table (``target.http``;
+            more settings through ``options={"target.http.rows_per_request": 100}``). The
+            ledger goes to the resource's ``state_dsn``. Every materialisation sends the rows
+            again under the same idempotency keys (an incremental one only the new rows), so
+            a server that honours the keys applies each row once. A partition sends its
+            window or key range again (under the same keys) instead of reloading a slice.
 
     Returns:
         The asset, whose function takes the ``pgferry`` resource (:class:`PgferryResource`).
@@ -216,11 +233,13 @@ def pgferry_asset(
         incremental_column=incremental_column,
         time_partitioned=is_window,
         options=options,
+        target_url=target_url,
     )
     partitions_def, time_column, ranges = partitioning(
         base, partitions_def, partitions, incremental_column
     )
-    if partitions_def is None and base.incremental is None and base.target.mode == "append":
+    full_append = base.target.http is None and base.target.mode == "append"
+    if partitions_def is None and base.incremental is None and full_append:
         raise ConfigError(
             f"job {base.name!r}: a full 'append' would add every source row again each time "
             "the asset is materialised; use mode 'upsert' (with key_columns) or 'replace', "
@@ -331,6 +350,12 @@ def _target_metadata(
     """The ``dagster/`` table keys; a failure here is logged, never failing a committed load."""
     # A reload (replace, or a partition replaced in one transaction) leaves exactly the rows
     # it wrote in its scope; other modes are counted on the server.
+    if job.target.http is not None:
+        # An endpoint holds no table to count: the rows this run delivered.
+        return {
+            "dagster/row_count": dg.MetadataValue.int(result.rows_written),
+            "pgferry/endpoint": dg.MetadataValue.text(str(mask_url(job.target.http.url))),
+        }
     reloaded = job.target.mode == "replace" or (job.partition is not None and job.partition.replace)
     try:
         target, source = asyncio.run(_describe(job, count=not reloaded, lineage=info.source_spec))

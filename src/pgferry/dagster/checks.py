@@ -13,7 +13,7 @@ import dagster as dg
 from pgferry.dagster import _tables
 from pgferry.dagster._asset_info import PgferryAssetInfo, pgferry_asset_info
 from pgferry.dagster.resource import PgferryResource
-from pgferry.errors import PgferryError
+from pgferry.errors import ConfigError, PgferryError
 
 __all__ = ["pgferry_checks"]
 
@@ -51,6 +51,12 @@ def pgferry_checks(
         The checks, for ``Definitions(asset_checks=...)``; they use the ``pgferry`` resource.
     """
     info = pgferry_asset_info(asset)
+    if info.job.target.http is not None:
+        raise ConfigError(
+            f"asset {info.key.to_user_string()} sends rows to an HTTP endpoint: pgferry_checks "
+            "reconcile a target table and read its database's rejects, so they do not apply",
+            job=info.job.name,
+        )
     checks: list[dg.AssetChecksDefinition] = []
     with _partitioned_checks():
         if row_count:

@@ -12,6 +12,7 @@ from pgferry import run as _run
 from pgferry._dsn import mask_dsn
 from pgferry.engine import ProgressLogger
 from pgferry.errors import ConfigError
+from pgferry.httpspec import mask_url
 from pgferry.result import RunResult
 from pgferry.spec import Job
 
@@ -42,6 +43,11 @@ class PgferryResource(dg.ConfigurableResource):  # type: ignore[type-arg]
             set, it replaces the job's.
         batch_size: Rows per batch for jobs that do not set their own.
         workers: Transform processes for jobs that do not set their own (``0``: inline).
+        state_dsn: DSN of the database holding the ledger, runs and rejects of jobs whose
+            target is an HTTP endpoint (``state.dsn``); when set, it replaces the job's.
+        http_headers: Headers added to every request of HTTP targets (use ``dg.EnvVar`` for
+            tokens); they override the job's headers of the same name. Their values are
+            masked in logs and metadata.
     """
 
     source_dsn: str | None = Field(
@@ -56,6 +62,12 @@ class PgferryResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     workers: int | None = Field(
         default=None, description="Transform processes for jobs that do not set workers."
     )
+    state_dsn: str | None = Field(
+        default=None, description="DSN of the state database of HTTP targets (use dg.EnvVar)."
+    )
+    http_headers: dict[str, str] | None = Field(
+        default=None, description="Headers for HTTP targets (use dg.EnvVar for tokens)."
+    )
 
     def resolve(self, job: Job) -> Job:
         """The job as it will run: DSNs and defaults from the resource filled in.
@@ -64,7 +76,12 @@ class PgferryResource(dg.ConfigurableResource):  # type: ignore[type-arg]
             ConfigError: Neither the resource nor the job gives a DSN for a side.
         """
         changes: dict[str, Any] = {}
-        for side, dsn in (("source", self.source_dsn), ("target", self.target_dsn)):
+        sides = [("source", self.source_dsn)]
+        if job.target.http is None:
+            sides.append(("target", self.target_dsn))
+        else:
+            changes |= self._http_changes(job)
+        for side, dsn in sides:
             current = getattr(job, side)
             if dsn:
                 changes[side] = {**current.model_dump(), "dsn": dsn}
@@ -82,6 +99,29 @@ class PgferryResource(dg.ConfigurableResource):  # type: ignore[type-arg]
                 changes[knob] = value
         return job.with_overrides(**changes) if changes else job
 
+    def _http_changes(self, job: Job) -> dict[str, Any]:
+        """State DSN and headers of a job whose target is an HTTP endpoint."""
+        http = job.target.http
+        assert http is not None
+        changes: dict[str, Any] = {}
+        if self.state_dsn:
+            changes["state"] = {"dsn": self.state_dsn}
+        elif job.state is None or not job.state.dsn:
+            raise ConfigError(
+                f"job {job.name!r} sends rows to an HTTP endpoint and needs a database for its "
+                "ledger: set state_dsn on the pgferry resource (e.g. "
+                "dg.EnvVar('PGFERRY_STATE_DSN')) or state.dsn in the job",
+                job=job.name,
+            )
+        if self.http_headers:
+            target = job.target.model_dump(exclude_unset=True)
+            target["http"] = {
+                **http.model_dump(exclude_unset=True),
+                "headers": {**http.headers, **self.http_headers},
+            }
+            changes["target"] = target
+        return changes
+
     def run(
         self, job: Job, *, log: logging.Logger | dg.DagsterLogManager | None = None
     ) -> RunResult:
@@ -97,10 +137,15 @@ class PgferryResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         resolved = self.resolve(job)
         if log is not None:
             part = f" partition {resolved.partition.name!r}" if resolved.partition else ""
-            log.info(
-                f"pgferry: job {resolved.name!r}{part}: {mask_dsn(resolved.source.dsn)} -> "
-                f"{mask_dsn(resolved.target.dsn)} table {resolved.target.table} "
+            http = resolved.target.http
+            where = (
+                f"{http.method} {mask_url(http.url)}"
+                if http is not None
+                else f"{mask_dsn(resolved.target.dsn)} table {resolved.target.table} "
                 f"(mode {resolved.target.mode})"
+            )
+            log.info(
+                f"pgferry: job {resolved.name!r}{part}: {mask_dsn(resolved.source.dsn)} -> {where}"
             )
         progress = ProgressLogger(log, resolved.name, _PROGRESS_EVERY) if log is not None else None
         return _run(resolved, on_progress=progress)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import urllib.parse
 from dataclasses import dataclass
 from typing import Literal
 
 import dagster as dg
 
+from pgferry.httpspec import mask_url
 from pgferry.spec import Job
 from pgferry.sql import TableName
 
@@ -30,6 +33,26 @@ class PgferryTranslatorData:
     def table(self) -> TableName | None:
         """The table of this side (``None`` for a source query)."""
         return self.job.target.table if self.side == "target" else self.job.source.table
+
+
+def _endpoint_spec(translator: PgferryTranslator, job: Job) -> dg.AssetSpec:
+    """An HTTP target: ``["http", host, *path]``, with the endpoint (masked) in metadata."""
+    http = job.target.http
+    assert http is not None
+    parts = urllib.parse.urlsplit(http.url)
+    path = [re.sub(r"\W", "_", p) for p in parts.path.split("/") if p]
+    deps: list[dg.AssetKey] = []
+    if job.source.table is not None:
+        deps.append(translator.get_asset_spec(PgferryTranslatorData(job, "source")).key)
+    source = str(job.source.table) if job.source.table is not None else "a query"
+    shown = mask_url(http.url)
+    return dg.AssetSpec(
+        key=dg.AssetKey(["http", re.sub(r"\W", "_", parts.hostname or "endpoint"), *path]),
+        deps=deps,
+        description=f"Rows of {source} sent by pgferry to {http.method} {shown}.",
+        metadata={"pgferry/endpoint": str(shown)},
+        kinds={"http", "pgferry"},
+    )
 
 
 def _parts(table: TableName) -> list[str]:
@@ -61,6 +84,8 @@ class PgferryTranslator:
         """
         job = data.job
         table = data.table
+        if data.side == "target" and job.target.http is not None:
+            return _endpoint_spec(self, job)
         if table is None:
             raise ValueError("a source query has no table to describe as an asset")
         if data.side == "source":

@@ -20,13 +20,14 @@ from pgferry.arrow import columnar_kind
 from pgferry.connection import close_quietly
 from pgferry.engine import parallel
 from pgferry.engine.connect import connect_side
+from pgferry.engine.http_attempt import attempt_http
 from pgferry.engine.lanes.base import LaneContext
 from pgferry.engine.lanes.pipe import run_pipe, sync_deletes
 from pgferry.engine.lanes.rows import run_rows
 from pgferry.engine.plan import plan_source
 from pgferry.engine.progress import ProgressCallback
 from pgferry.engine.sinks.postgres import PostgresSink
-from pgferry.errors import SchemaError
+from pgferry.errors import ConfigError, SchemaError
 from pgferry.result import RunResult
 from pgferry.spec import Job
 from pgferry.state import LedgerEntry, StateStore
@@ -65,6 +66,15 @@ async def attempt(
     lane: Lane,
 ) -> None:
     """One attempt: fresh connections, plan from the ledger, move the rows, finish."""
+    if job.target.http is not None:
+        if lane is Lane.COLUMNAR:
+            raise ConfigError(
+                "an Arrow or Polars transform writes binary COPY into PostgreSQL; an HTTP "
+                "target takes a row or batch transform",
+                job=job.name,
+            )
+        await attempt_http(job, store, result, on_progress)
+        return
     src = tgt = None
     sink: PostgresSink | None = None
     before = dataclasses.replace(result, stages=dict(result.stages))

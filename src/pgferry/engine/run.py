@@ -61,7 +61,8 @@ async def run_async(job: Job, *, on_progress: ProgressCallback | None = None) ->
 
 
 async def _run(job: Job, on_progress: ProgressCallback | None) -> RunResult:
-    result = RunResult(job=job.name, mode=job.target.mode, started_at=_utcnow())
+    mode = "http" if job.target.http is not None else job.target.mode
+    result = RunResult(job=job.name, mode=mode, started_at=_utcnow())
     partition = job.partition.name if job.partition else ""
     result.partition = partition
     store = StateStore(job.state_schema)

@@ -70,7 +70,7 @@ class PostgresSink:
         self.result = result
         self.plan = plan
         self.partition = job.partition.name if job.partition else ""
-        self.table = job.target.table
+        self.table = job.target.pg_table
         self.copy_into: TableName = self.table
         self.replace: ReplacePlan | None = None
         self.columns: tuple[str, ...] = ()
@@ -109,8 +109,9 @@ class PostgresSink:
                     if self.upsert and job.upsert_key:
                         await conn.execute(sql.create_unique_index(self.table, job.upsert_key))
                 log.info("created target table %s", self.table)
-            except asyncpg.DuplicateTableError:
-                # Another run created it meanwhile: check against what is there now.
+            except (asyncpg.DuplicateTableError, asyncpg.UniqueViolationError):
+                # Another run created it meanwhile (two CREATE TABLEs racing may also collide
+                # on the catalog's unique index of type names): check against what is there now.
                 await self.prepare(incoming, typed)
                 return
         self.columns = tuple(c.name for c in incoming)
