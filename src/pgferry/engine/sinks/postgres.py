@@ -9,7 +9,7 @@ transaction, and at the end commits, clears progress, syncs deletes or swaps the
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -17,6 +17,7 @@ import asyncpg
 from pgferry import schema, sql
 from pgferry.engine import values
 from pgferry.engine.plan import SourcePlan
+from pgferry.engine.sinks import postgres_copy
 from pgferry.engine.sinks.base import Reject
 from pgferry.engine.sinks.postgres_errors import explain_encode_failure, load_failure
 from pgferry.engine.sinks.replace import ReplacePlan
@@ -81,6 +82,7 @@ class PostgresSink:
         self._run_tx: Any = None
         self._rejects_total = 0
         self._json_as_text: values.JsonAsText | None = None
+        self._carried: dict[str, str] = {}
 
     # --- Preparing the target ----------------------------------------------------------------
 
@@ -237,13 +239,26 @@ class PostgresSink:
         position: list[str] | None,
         rejects: Sequence[Reject],
     ) -> None:
-        conn, job = self.conn, self.job
         batch = list(rows)
         if self._json_as_text is not None:
             batch = self._json_as_text(batch)
+        await self._commit(
+            seq, lambda: self._write_bisect(seq, batch), rejects, rows_read, position
+        )
+
+    async def _commit(
+        self,
+        seq: int,
+        write: Callable[[], Awaitable[tuple[int, list[Reject]]]],
+        rejects: Sequence[Reject],
+        rows_read: int,
+        position: list[str] | None,
+    ) -> None:
+        """``write()`` the batch, its rejects and its ledger entry in one transaction."""
+        conn, job = self.conn, self.job
         try:
             async with conn.transaction():
-                written, refused = await self._write_bisect(seq, batch)
+                written, refused = await write()
                 found = [*rejects, *refused]
                 if found:
                     self._check_budget(seq, found)
@@ -277,6 +292,31 @@ class PostgresSink:
         self.result.batches += 1
         if position is not None and self.plan.position_kind == "watermark":
             self.result.watermark_after = position[0]
+
+    # --- Binary COPY batches (the columnar lane; in engine.sinks.postgres_copy) ----------------
+
+    async def prepare_copy(self, carried: Sequence[str]) -> None:
+        """Get ready for :meth:`write_copy`; ``carried`` columns arrive as text, cast by the
+        server."""
+        self._carried = await postgres_copy.prepare(self.conn, self.columns, self.types, carried)
+
+    async def write_copy(
+        self,
+        seq: int,
+        batch: postgres_copy.CopyBatch,
+        *,
+        rows_read: int,
+        position: list[str] | None,
+        rejects: Sequence[Reject] = (),
+    ) -> None:
+        """Write one batch given as binary COPY, its rejects and its ledger entry in one
+        transaction. Rows the target refuses are set aside within ``max_rejects`` (the batch
+        is halved until they are found, each try in a savepoint)."""
+
+        def write() -> Awaitable[tuple[int, list[Reject]]]:
+            return postgres_copy.write_isolating(self, batch, carried=self._carried, stage=_STAGE)
+
+        await self._commit(seq, write, rejects, rows_read, position)
 
     async def _copy(self, rows: Sequence[Sequence[Any]]) -> int:
         if not rows:
