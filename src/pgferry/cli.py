@@ -36,6 +36,7 @@ from rich.table import Table
 import pgferry
 from pgferry.engine import Progress as RunProgress
 from pgferry.errors import ConfigError, PgferryError
+from pgferry.partitions import plan_partitions_with_key
 from pgferry.result import RunResult
 from pgferry.spec import Job, apply_overrides, load_job, parse_overrides
 
@@ -268,11 +269,13 @@ def plan(job_file: Path, count: int, sets: tuple[str, ...], as_json: bool) -> No
     _configure_logging(False)
     try:
         job = load_job(job_file, parse_overrides(sets))
-        parts = pgferry.plan_partitions(job, count)
+        parts, choice = asyncio.run(plan_partitions_with_key(job, count))
     except ConfigError as exc:
         _fail(str(exc), 2, as_json=as_json)
     except PgferryError as exc:
         _fail(str(exc), 1, as_json=as_json)
+    # Which key and why: on stderr, so that --json output stays a list of partitions.
+    err_console.print(f"key: {', '.join(choice.columns or ())}: {choice.why}", markup=False)
     if as_json:
         click.echo(json.dumps([p.model_dump(mode="json") for p in parts]))
         return

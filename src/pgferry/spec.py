@@ -159,7 +159,8 @@ class Source(_Model):
             orchestrator supplies it.
         table: A table to read whole; or
         query: a query whose result is read.
-        key: Columns that identify a row (used for ordering and partitioning).
+        key: Columns that identify a row (used for ordering and partitioning). Default for
+            a table: its primary key, else its smallest unique index on NOT NULL columns.
         params: Values for ``$1``, ``$2``… in ``query``, always bound, never formatted in.
             Text is converted to the parameter's type (``'2024-01-01'`` for a
             ``timestamptz``), so templated values from an orchestrator work as they are.
@@ -194,8 +195,10 @@ class Target(_Model):
         table: The target table; created when missing.
         mode: ``append`` adds rows; ``upsert`` inserts or updates rows by ``key``;
             ``replace`` loads a shadow table and swaps it in atomically.
-        key: Columns that identify a row in the target (required for ``upsert``; pgferry
-            creates a unique index on them when it creates the table).
+        key: Columns that identify a row in the target (``upsert``; default: the source
+            table's primary key, else its smallest unique NOT NULL index). When pgferry
+            creates the table it makes them its PRIMARY KEY if they are the source's, else a
+            unique index.
         columns: Types of the columns the transform creates (name to PostgreSQL type), used
             when pgferry creates the table.
         sync_deletes: With a full (non-incremental) ``upsert``, delete target rows whose key
@@ -374,7 +377,10 @@ class Job(_Model):
     @model_validator(mode="after")
     def _consistent_modes(self) -> Job:
         mode, inc, part = self.target.mode, self.incremental, self.partition
-        if mode == "upsert" and not self.upsert_key:
+        # A source table's primary key (or unique NOT NULL index) is the default key; it is
+        # read at plan time (pgferry.keys). A query declares none, so it needs one here.
+        table_keys = self.source.table is not None
+        if mode == "upsert" and not self.upsert_key and not table_keys:
             raise ValueError("mode 'upsert' needs target.key (the columns of a unique key)")
         if self.target.sync_deletes and (mode != "upsert" or inc is not None or part):
             raise ValueError(
@@ -384,7 +390,7 @@ class Job(_Model):
         if inc is not None:
             if mode == "replace":
                 raise ValueError("incremental loads need mode 'append' or 'upsert', not 'replace'")
-            if not self.read_key:
+            if not self.read_key and not table_keys:
                 raise ValueError(
                     "incremental needs a key to order rows that share a value of "
                     f"{inc.column!r}: set incremental.key, source.key or target.key"

@@ -88,10 +88,11 @@ def test_incremental_initial_value(dbs: Databases) -> None:
 
 
 def test_incremental_needs_a_key() -> None:
+    # A query declares no key; a table's primary key is the default (tests/integration/test_keys).
     with pytest.raises(ConfigError, match="incremental needs a key"):
         pgferry.Job.from_dict(
             {
-                "source": {"dsn": "x", "table": "t"},
+                "source": {"dsn": "x", "query": "SELECT 1 AS c"},
                 "target": {"dsn": "x", "table": "t"},
                 "incremental": {"column": "c"},
             }

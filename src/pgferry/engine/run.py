@@ -23,7 +23,7 @@ from collections.abc import Iterator
 
 import asyncpg
 
-from pgferry import schema
+from pgferry import keys, schema
 from pgferry.connection import close_quietly, connect, is_transient_pg_error
 from pgferry.engine import parallel
 from pgferry.engine.load import Writer
@@ -280,10 +280,16 @@ async def _attempt(
     try:
         # The row path installs its codecs once it knows the columns (engine.values).
         src = await _connect(job, "source", purpose="reader")
+        # The key the job names, else the source table's: every step below, parallel
+        # pipelines included, sees the resolved job.
+        job, choice = await keys.resolve(src, job)
+        if choice.origin != "job":
+            log.info("job %s: key %s: %s", job.name, list(choice.columns or ()), choice.why)
         tgt = await _connect(job, "target", purpose="loader")
         await parallel.no_pipelines(tgt, job)
         ledger = await store.read(tgt, job.name, result.partition)
         plan = await plan_source(src, job, ledger)
+        plan.key = choice
         if plan.start is not None and plan.position_kind == "progress":
             log.warning(
                 "job %s: an earlier run stopped part-way; continuing after %s", job.name, plan.start
