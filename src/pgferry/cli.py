@@ -125,6 +125,10 @@ def summary_table(result: RunResult) -> Table:
         rows.insert(2, ("already committed by", result.committed_by))
     for name, stage in result.stages.items():
         rows.append((f"{name} busy / waiting", f"{stage.busy_s:.2f} s / {stage.wait_s:.2f} s"))
+    for change in result.schema_changes:
+        before, after = change["from"] or "", change["to"] or ""
+        arrow = f"{before} -> {after}" if before and after else before or after
+        rows.append((f"schema: {change['change']}", f"{change['column']} {arrow}"))
     for field, value in rows:
         table.add_row(field, value)
     return table

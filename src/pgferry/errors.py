@@ -29,6 +29,7 @@ __all__ = [
     "LoadError",
     "PgferryError",
     "SchemaError",
+    "SchemaLockError",
     "TransformError",
     "Transient",
     "TransientConnectError",
@@ -163,3 +164,23 @@ class TransientError(PgferryError, Transient):
 
 class TransientLoadError(LoadError, Transient):
     """Writing failed for a reason that may go away on retry (connection lost, deadlock)."""
+
+
+class SchemaLockError(TransientLoadError):
+    """A schema change never got its table's lock within ``target.lock_timeout`` and its
+    retries; the message names the sessions that held it. Nothing of the change was made.
+
+    Attributes:
+        blockers: ``(pid, application_name, seconds its transaction has been open)`` of each
+            session that held a lock on the table.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        blockers: list[tuple[int, str, float | None]] | None = None,
+        **context: Any,
+    ) -> None:
+        super().__init__(message, **context)
+        self.blockers = list(blockers or [])

@@ -270,6 +270,10 @@ FROM p ORDER BY p.n
 """
 
 
+COMPATIBLE = _COMPATIBLE
+"""Per pair of ``$1`` incoming and ``$2`` target types: ``(n, assignable, same, base type)``."""
+
+
 async def match_target(
     conn: asyncpg.Connection,
     table: TableName,

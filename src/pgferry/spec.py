@@ -90,6 +90,29 @@ TableField = Annotated[
 ]
 KeyField = Annotated[list[str] | None, BeforeValidator(_as_key)]
 
+_DURATION = re.compile(
+    r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|milliseconds?|s|secs?|seconds?|m|mins?|minutes?|h|hours?)?\s*",
+    re.IGNORECASE,
+)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _as_seconds(value: Any) -> Any:
+    """``2``, ``"2s"``, ``"500 ms"``, ``"5 minutes"`` → seconds (a bare number is seconds)."""
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, str):
+        match = _DURATION.fullmatch(value)
+        if match:
+            unit = (match.group(2) or "s").lower()
+            key = "ms" if unit == "ms" or unit.startswith("milli") else unit[0]
+            return float(match.group(1)) * _UNIT_SECONDS[key]
+    raise ValueError(f"{value!r} is not a duration such as 2, '2s', '500 ms' or '5 minutes'")
+
+
+Seconds = Annotated[float, BeforeValidator(_as_seconds), Field(gt=0)]
+SchemaChanges = Literal["evolve", "freeze", "discard"]
+
 
 class JobValidationError(ConfigError):
     """A job, source or target failed validation.
@@ -203,6 +226,17 @@ class Target(_Model):
             when pgferry creates the table.
         sync_deletes: With a full (non-incremental) ``upsert``, delete target rows whose key
             no longer exists in the source, after the load.
+        schema_changes: What to do when the rows no longer fit an existing target
+            (``docs/schema-evolution.md``): ``evolve`` adds new columns, widens types in
+            place and drops ``NOT NULL`` from columns the source no longer has; ``freeze``
+            fails listing every difference; ``discard`` loads what fits and leaves the
+            target as it is.
+        lock_timeout: How long one schema change waits for the table's lock before it gives
+            way to the queries behind it and retries (seconds, or text: ``"2s"``).
+        allow_rewrite: Let ``evolve`` change a column type that needs the table rewritten
+            (``integer`` to ``bigint``…): a copy is built and swapped in.
+        terminate_blockers_after: Terminate the sessions that keep a schema change from its
+            lock once it has been blocked this long (``"5 minutes"``); default never.
     """
 
     dsn: str | None = None
@@ -211,6 +245,10 @@ class Target(_Model):
     key: KeyField = None
     columns: dict[str, str] = Field(default_factory=dict)
     sync_deletes: bool = False
+    schema_changes: SchemaChanges = "evolve"
+    lock_timeout: Seconds = 2.0
+    allow_rewrite: bool = False
+    terminate_blockers_after: Seconds | None = None
 
     @field_validator("columns")
     @classmethod

@@ -19,6 +19,7 @@ from pgferry.engine import values
 from pgferry.engine.load_errors import explain_encode_failure, load_failure
 from pgferry.engine.plan import SourcePlan
 from pgferry.engine.replace import ReplacePlan
+from pgferry.engine.schema_step import SchemaStep
 from pgferry.errors import LoadError, PgferryError, SchemaError
 from pgferry.result import RunResult
 from pgferry.schema import Column
@@ -75,6 +76,10 @@ class Writer:
         self.copy_into: TableName = self.table
         self.replace: ReplacePlan | None = None
         self.columns: tuple[str, ...] = ()
+        # The columns of the rows handed to write(); ``columns`` are those written (fewer
+        # when target.schema_changes is 'discard' and the rows have new ones).
+        self.accepts: tuple[str, ...] = ()
+        self._keep: list[int] | None = None
         self.casts: dict[str, str | None] = {}
         self.types: dict[str, str] = {}
         self.upsert = job.target.mode == "upsert"
@@ -89,16 +94,31 @@ class Writer:
     async def prepare(self, incoming: Sequence[Column], typed: set[str]) -> None:
         """Create or check the target for the incoming columns; start the run transaction."""
         conn, job = self.conn, self.job
+        self.accepts = tuple(c.name for c in incoming)
         existing = await schema.describe_table(conn, self.table)
+        step: SchemaStep | None = None
         if existing is not None:
-            self.casts = await schema.match_target(
-                conn, self.table, incoming, existing, typed=typed
-            )
+            # The schema step: every difference decided before any row is written.
+            step = await SchemaStep.decide(conn, job, self.table, incoming, existing, typed=typed)
+            incoming = step.columns
+            if job.target.mode != "replace":
+                if await self._evolve(step, None):
+                    existing = await schema.describe_table(conn, self.table) or existing
+                self.casts = await schema.match_target(
+                    conn, self.table, incoming, existing, typed=typed
+                )
         if job.target.mode == "replace":
             self.replace = ReplacePlan(self.table, existed=existing is not None)
             self.copy_into = self.replace.shadow
             if existing is not None:
+                assert step is not None
                 await self.replace.create_shadow_like_target(conn)
+                # The shadow takes the changes; the live table changes only with the swap.
+                await self._evolve(step, self.copy_into)
+                shadow = await schema.describe_table(conn, self.copy_into) or existing
+                self.casts = await schema.match_target(
+                    conn, self.table, incoming, shadow, typed=typed
+                )
             else:
                 await self.replace.drop_shadow(conn)
                 await schema.create_table(
@@ -124,6 +144,9 @@ class Writer:
                 await self.prepare(incoming, typed)
                 return
         self.columns = tuple(c.name for c in incoming)
+        self._keep = None
+        if self.columns != self.accepts:  # discard: new columns are not written
+            self._keep = [self.accepts.index(c) for c in self.columns]
         self.types = {
             c.name: c.type for c in await schema.describe_table(conn, self.copy_into) or []
         }
@@ -137,6 +160,14 @@ class Writer:
             if part is not None and part.replace:
                 await self._delete_partition()
         self.ready = True
+
+    async def _evolve(self, step: SchemaStep, where: TableName | None) -> bool:
+        """Make the step's changes (to ``where``, else the target); report them."""
+        made = await step.apply(self.conn, where)
+        for change in made:
+            if change.as_dict() not in self.result.schema_changes:  # a retried replace
+                self.result.schema_changes.append(change.as_dict())
+        return bool(made)
 
     def _primary_key(self, incoming: Sequence[Column]) -> tuple[str, ...]:
         """The PRIMARY KEY of a table pgferry creates: the source's, where it holds.
@@ -166,13 +197,17 @@ class Writer:
         conn, job = self.conn, self.job
         if job.target.mode == "replace":
             self.copy_into = ReplacePlan(self.table, existed=True).shadow
-        self.columns = tuple(columns)
+        self.accepts = self.columns = tuple(columns)
         described = await schema.describe_table(conn, self.copy_into)
         if described is None:
             raise SchemaError(
                 f"target table {self.copy_into} disappeared during the run", job=job.name
             )
         self.types = {c.name: c.type for c in described}
+        if job.target.schema_changes == "discard":
+            self.columns = tuple(c for c in columns if c in self.types)
+            if self.columns != self.accepts:
+                self._keep = [self.accepts.index(c) for c in self.columns]
         missing = [c for c in self.columns if c not in self.types]
         if missing:
             raise SchemaError(
@@ -244,6 +279,9 @@ class Writer:
         """
         conn, job = self.conn, self.job
         batch = list(rows)
+        if self._keep is not None:
+            keep = self._keep
+            batch = [tuple(row[i] for i in keep) for row in batch]
         if self._json_as_text is not None:
             batch = self._json_as_text(batch)
         try:

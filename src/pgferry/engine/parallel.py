@@ -440,7 +440,7 @@ async def _run_ranges(
     parts = ranges.partitions(partition)
     tally = _Tally(result, ranges.count, estimate, on_progress)
     n = ranges.count
-    tasks = [_range_task(job, p, n, snapshot, writer.columns, result.run_id) for p in parts]
+    tasks = [_range_task(job, p, n, snapshot, writer.accepts, result.run_id) for p in parts]
 
     async def release_snapshot() -> None:
         # The exported snapshot lives as long as the transaction that exported it.

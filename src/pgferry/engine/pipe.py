@@ -117,7 +117,7 @@ async def run_pipe(
     result.path = "pipe"
     await writer.prepare(plan.columns, {c.name for c in plan.columns})
     select = sql.select_with_casts(
-        plan.unordered, [(c.name, writer.casts.get(c.name)) for c in plan.columns]
+        plan.unordered, [(c, writer.casts.get(c)) for c in writer.columns]
     )
     position: list[str] | None = None
 

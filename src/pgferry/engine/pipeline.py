@@ -232,7 +232,7 @@ async def run_rows(
                     typed = {c.name for c in plan.columns} | set(job.target.columns)
                     await writer.prepare(incoming, typed & set(out_cols))
                 await writer.prepare_rows()
-                canonical = writer.columns
+                canonical = writer.accepts
             if out_cols is not None and out_cols != canonical:
                 assert canonical is not None
                 out_rows = _reorder(out_cols, out_rows, canonical, job.name, seq)
