@@ -112,7 +112,9 @@ def test_upsert_and_incremental_default_to_the_primary_key(dbs: Databases) -> No
         "WHERE conrelid = 'dst'::regclass AND contype = 'p'",
     )
     assert [r[1] for r in pk] == ["PRIMARY KEY (id)"]
-    assert fetchval(dbs.target, "SELECT count(*) FROM pg_index WHERE indrelid = 'dst'::regclass") == 1
+    assert (
+        fetchval(dbs.target, "SELECT count(*) FROM pg_index WHERE indrelid = 'dst'::regclass") == 1
+    )
     not_null = fetch(
         dbs.target,
         "SELECT attname, attnotnull FROM pg_attribute WHERE attrelid = 'dst'::regclass "
@@ -143,9 +145,9 @@ def test_keyless_table_and_query_source_keep_clear_errors(dbs: Databases) -> Non
     execute(dbs.source, "CREATE TABLE src (id int, a text); INSERT INTO src VALUES (1, 'x')")
     with pytest.raises(ConfigError, match=r"mode 'upsert' needs target.key .*no primary key"):
         pgferry.run(job(dbs, target={"mode": "upsert"}))
-    with pytest.raises(ConfigError, match="incremental needs a key .*no primary key"):
+    with pytest.raises(ConfigError, match=r"incremental needs a key .*no primary key"):
         pgferry.run(job(dbs, incremental={"column": "id"}))
-    with pytest.raises(ConfigError, match="mode 'upsert' needs target.key"):
+    with pytest.raises(ConfigError, match=r"mode .upsert. needs target\.key"):
         pgferry.Job.from_dict(
             {
                 "source": {"dsn": dbs.source, "query": "SELECT * FROM src"},
