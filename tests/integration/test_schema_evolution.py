@@ -8,9 +8,13 @@ rows and that every decoration survived.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -240,3 +244,24 @@ def test_drift_on_the_row_path(dbs: Databases, reader: str, case: str) -> None:
         assert fetchval(dbs.target, "SELECT count(*) FROM drift WHERE a = 'kept'") == ROWS
     if case == "add":
         assert fetchval(dbs.target, "SELECT count(*) FROM drift WHERE b = 2.5") == ROWS
+
+
+def test_cli_prints_the_changes(dbs: Databases, tmp_path: Path) -> None:
+    execute(dbs.source, SOURCE)
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(
+        f"source: {{dsn: '{dbs.source}', table: drift}}\n"
+        f"target: {{dsn: '{dbs.target}', table: drift, mode: upsert}}\n"
+    )
+    command = [sys.executable, "-m", "pgferry", "run", str(job_file)]
+    assert subprocess.run(command, capture_output=True, timeout=120).returncode == 0
+    execute(dbs.source, DRIFTS["add"].ddl)
+    shown = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert "schema: add column" in shown.stdout and "b numeric(10,2)" in shown.stdout
+    assert "new column 'b' numeric(10,2)" in shown.stderr  # the warning in the log
+    execute(dbs.source, "ALTER TABLE drift ALTER COLUMN a TYPE text")
+    as_json = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=120)
+    assert json.loads(as_json.stdout)["schema_changes"] == [
+        {"column": "a", "change": "widen type", "from": "character varying(10)", "to": "text"}
+    ]
