@@ -36,9 +36,10 @@ from rich.table import Table
 import pgferry
 from pgferry.engine import Progress as RunProgress
 from pgferry.errors import ConfigError, PgferryError
+from pgferry.jobfile import apply_overrides, load_job, parse_overrides
 from pgferry.partitions import plan_partitions_with_key
 from pgferry.result import RunResult
-from pgferry.spec import Job, apply_overrides, load_job, parse_overrides
+from pgferry.spec import Job
 
 __all__ = ["main"]
 
@@ -216,7 +217,7 @@ def run(
             traceback.print_exc()
         # Exit 2 is for a job that could not be built at all; once the run has started, any
         # failure (a missing table, a bad transform path, an unreachable host) is exit 1.
-        _fail(str(exc), 1, as_json=as_json, result=getattr(exc, "result", None))
+        _fail(str(exc), 1, as_json=as_json, result=exc.result)
     if as_json:
         click.echo(result.to_json())
     elif not quiet:
@@ -391,6 +392,7 @@ def reset(
 
 async def _reset(dsn: str, schema: str, job: str, partition: str | None) -> int:
     from pgferry.connection import close_quietly, connect
+    from pgferry.locks import take_run_lock
     from pgferry.state import StateStore
 
     conn = await connect(dsn, role="target", job=job, timeout=10)
@@ -398,7 +400,7 @@ async def _reset(dsn: str, schema: str, job: str, partition: str | None) -> int:
         store = StateStore(schema)
         await store.ensure(conn)
         # Wait for a run in progress rather than pulling its ledger away under it.
-        await store.lock(conn, job, partition or "", 60)
+        await take_run_lock(conn, job, partition or "", 60)
         return await store.reset(conn, job, partition)
     finally:
         await close_quietly(conn)
@@ -443,7 +445,7 @@ def demo(rows: int, workers: str, batch_size: int | None, quiet: bool, as_json: 
             with progress_reporter(not quiet and not as_json, "demo") as callback:
                 result = pgferry.run(job, on_progress=callback)
         except PgferryError as exc:
-            _fail(str(exc), 1, as_json=as_json, result=getattr(exc, "result", None))
+            _fail(str(exc), 1, as_json=as_json, result=exc.result)
         mismatches = asyncio.run(_compare_with_expected(source, target))
         if as_json:
             click.echo(result.to_json())

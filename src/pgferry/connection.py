@@ -13,14 +13,14 @@ from typing import Any, NamedTuple
 import asyncpg
 from asyncpg.pgproto import types as pgtypes
 
+from pgferry._dsn import mask_dsn
 from pgferry.errors import (
     ConfigError,
     ConnectError,
     PgferryError,
-    Transient,
     TransientConnectError,
 )
-from pgferry.spec import mask_dsn
+from pgferry.retry import is_transient
 
 __all__ = [
     "DATE_INFINITY",
@@ -37,24 +37,11 @@ __all__ = [
     "close_quietly",
     "connect",
     "install_codecs",
-    "is_transient_pg_error",
 ]
 
 log = logging.getLogger("pgferry")
 
 # SQLSTATEs worth retrying: the same statement may well succeed a moment later.
-_TRANSIENT_SQLSTATES = frozenset(
-    {
-        "40001",  # serialization_failure
-        "40P01",  # deadlock_detected
-        "53000",  # insufficient_resources
-        "53300",  # too_many_connections
-        "55P03",  # lock_not_available
-        "57P01",  # admin_shutdown
-        "57P02",  # crash_shutdown
-        "57P03",  # cannot_connect_now
-    }
-)
 
 
 class Interval(NamedTuple):
@@ -342,23 +329,6 @@ def _decode_jsonb(value: bytes) -> str:
     return value[1:].decode()
 
 
-def is_transient_pg_error(exc: BaseException) -> bool:
-    """True if ``exc`` is a failure that a retry of the same work may not meet again."""
-    if isinstance(exc, Transient):
-        return True
-    if isinstance(exc, asyncpg.PostgresError):
-        state = getattr(exc, "sqlstate", None) or ""
-        return state.startswith("08") or state in _TRANSIENT_SQLSTATES
-    return isinstance(
-        exc,
-        asyncpg.exceptions.ConnectionDoesNotExistError
-        | asyncpg.InterfaceError
-        | ConnectionError
-        | TimeoutError
-        | OSError,
-    )
-
-
 async def connect(
     dsn: str | None,
     *,
@@ -403,11 +373,12 @@ async def connect(
             f"cannot connect to {role} {shown}: no answer within {timeout:g} s", job=job
         ) from exc
     except OSError as exc:
-        raise TransientConnectError(
-            f"cannot connect to {role} {shown}: {exc.strerror or exc}", job=job
-        ) from exc
+        # A refused or reset connection may pass (a restarting server); a missing
+        # certificate file or an unknown host name will not.
+        cls = TransientConnectError if is_transient(exc) else ConnectError
+        raise cls(f"cannot connect to {role} {shown}: {exc.strerror or exc}", job=job) from exc
     except asyncpg.PostgresError as exc:
-        cls = TransientConnectError if is_transient_pg_error(exc) else ConnectError
+        cls = TransientConnectError if is_transient(exc) else ConnectError
         raise cls(f"{role} {shown} refused the connection: {exc}", job=job) from exc
     except PgferryError:
         raise

@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from pgferry.engine.transform import batch_transform
+from pgferry.engine.functions import batch_transform
 
 __all__ = ["load_workload", "split_name", "split_name_batch", "workload_statements"]
 

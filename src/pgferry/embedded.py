@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 
-from pgferry.errors import PgferryError
+from pgferry.errors import EmbeddedPostgresError
 from pgferry.sql import quote_ident
 
 __all__ = ["EmbeddedPostgres", "EmbeddedPostgresError"]
@@ -38,10 +38,6 @@ _STOP_TIMEOUT = 30
 _FAST_SETTINGS = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 # A unix socket path must fit in sun_path (108 bytes on Linux, 104 on macOS) with ".s.PGSQL.NNNNN".
 _MAX_SOCKET_DIR = 85
-
-
-class EmbeddedPostgresError(PgferryError, RuntimeError):
-    """The embedded server is not installed, did not start, or a command against it failed."""
 
 
 class EmbeddedPostgres:

@@ -4,11 +4,16 @@
 
     PgferryError
     ├── ConfigError (also ValueError)      invalid job, file, option or argument: fix the input
-    │   └── SchemaError                    source and target tables do not fit together
+    │   ├── JobValidationError             a job, source or target failed validation
+    │   ├── SchemaError                    source and target tables do not fit together
+    │   └── TransformImportError           the transform's import path leads nowhere
     ├── ConnectError                       a server could not be reached or refused the login
+    ├── ConcurrentRunError (Transient)     another run of the job holds its lock
+    ├── EmbeddedPostgresError              the embedded server could not start or stop
     ├── ExtractError                       reading the source failed
     ├── TransformError                     the user's transform failed or returned bad rows
     └── LoadError                          writing the target failed
+        └── RowLevelPipeFailure            the binary pipe met a row the target refused
 
 Every error carries the job name and, where known, the stage, the batch number and the column,
 and its message names them. Errors that may succeed when retried (a lost connection, a server
@@ -20,17 +25,26 @@ All errors pickle (they cross process-pool boundaries) and are raised ``from`` t
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pgferry.result import RunResult
 
 __all__ = [
+    "ConcurrentRunError",
     "ConfigError",
     "ConnectError",
+    "EmbeddedPostgresError",
     "ExtractError",
+    "JobValidationError",
     "LoadError",
     "PgferryError",
+    "RowLevelPipeFailure",
     "SchemaError",
     "SchemaLockError",
     "TransformError",
+    "TransformImportError",
     "Transient",
     "TransientConnectError",
     "TransientError",
@@ -48,9 +62,12 @@ class PgferryError(Exception):
         stage: ``plan``, ``extract``, ``transform`` or ``load``, when known.
         batch: Sequence number of the batch (0-based, in extraction order), when known.
         column: The column involved, when known.
+        result: The failed run's :class:`~pgferry.result.RunResult`, on errors that end a run
+            (what was committed before the failure, the counters, the error); else ``None``.
     """
 
     default_stage: str | None = None
+    result: RunResult | None = None
 
     def __init__(
         self,
@@ -166,9 +183,11 @@ class TransientLoadError(LoadError, Transient):
     """Writing failed for a reason that may go away on retry (connection lost, deadlock)."""
 
 
-class SchemaLockError(TransientLoadError):
+class SchemaLockError(LoadError):
     """A schema change never got its table's lock within ``target.lock_timeout`` and its
     retries; the message names the sessions that held it. Nothing of the change was made.
+    Not transient: the change retried on its own already (as the ``replace`` swap does), so
+    the run's retries do not multiply its waits.
 
     Attributes:
         blockers: ``(pid, application_name, seconds its transaction has been open)`` of each
@@ -184,3 +203,34 @@ class SchemaLockError(TransientLoadError):
     ) -> None:
         super().__init__(message, **context)
         self.blockers = list(blockers or [])
+
+
+class JobValidationError(ConfigError):
+    """A job, source or target failed validation.
+
+    Attributes:
+        problems: ``(dotted key, problem)`` pairs; the key is empty for the model itself.
+    """
+
+    def __init__(
+        self, message: str, *, problems: Sequence[tuple[str, str]] = (), **context: Any
+    ) -> None:
+        super().__init__(message, **context)
+        self.problems = list(problems)
+
+
+class TransformImportError(ConfigError, TransformError):
+    """The transform's import path does not lead to a callable."""
+
+
+class ConcurrentRunError(PgferryError, Transient):
+    """Another run of the same job and partition held the lock for longer than ``lock_wait``."""
+
+
+class RowLevelPipeFailure(LoadError):
+    """A row in the binary stream was refused; the run falls back to decoded rows, which can
+    name the row and set it aside."""
+
+
+class EmbeddedPostgresError(PgferryError, RuntimeError):
+    """The embedded server is not installed, did not start, or a command against it failed."""

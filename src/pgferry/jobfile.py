@@ -14,14 +14,12 @@ import sys
 import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
 from pgferry.errors import ConfigError
-
-if TYPE_CHECKING:
-    from pgferry.spec import Job
+from pgferry.spec import Job
 
 __all__ = ["apply_overrides", "load_job", "parse_overrides"]
 
@@ -94,10 +92,6 @@ def load_job(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Jo
         ConfigError: If the file cannot be read or parsed, or the job is invalid; the message
             names the file and the offending key.
     """
-    # Imported here: pgferry.spec re-exports this module, so a top-level import would be
-    # circular.
-    from pgferry.spec import Job
-
     file = Path(path)
     try:
         text = file.read_text(encoding="utf-8")

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, TypeVar
 
-from pgferry.engine.transform import load_transform
+from pgferry.engine.functions import load_transform
 from pgferry.errors import ConfigError
 
 __all__ = [

@@ -11,7 +11,7 @@ import asyncio
 import itertools
 from typing import Any
 
-from pgferry import keys, sql
+from pgferry import keys, schema, sql
 from pgferry.connection import close_quietly, connect
 from pgferry.engine.plan import describe_source
 from pgferry.errors import ConfigError
@@ -20,7 +20,6 @@ from pgferry.spec import Job, Partition
 
 __all__ = ["plan_partitions", "plan_partitions_async", "plan_partitions_with_key"]
 
-_INTEGER_TYPES = {"smallint", "integer", "bigint"}
 # Above this many estimated rows, quantiles come from a sample rather than the whole table.
 _SAMPLE_ABOVE = 1_000_000
 
@@ -76,7 +75,7 @@ async def plan_partitions_with_key(job: Job, n: int) -> tuple[list[Partition], K
             raise ConfigError(f"the source has no key column {column!r}", job=job.name)
         if n == 1:
             return _ranges(column, []), choice
-        if types[column] in _INTEGER_TYPES:
+        if types[column] in schema.INTEGER_TYPES:
             low, high = await conn.fetchrow(sql.min_max(base, column))
             if low is None:
                 return _ranges(column, []), choice

@@ -17,7 +17,10 @@ from pgferry.connection import Interval
 from pgferry.errors import ConfigError, SchemaError
 from pgferry.sql import TableName
 
-__all__ = ["Column", "describe_query", "describe_table", "infer_type"]
+__all__ = ["INTEGER_TYPES", "Column", "describe_query", "describe_table", "infer_type"]
+
+INTEGER_TYPES = frozenset({"smallint", "integer", "bigint"})
+"""Integer column types: keys of these types split into ranges by min and max."""
 
 
 @dataclass(frozen=True)

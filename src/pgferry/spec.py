@@ -8,7 +8,7 @@ config. Secrets never appear in its ``repr``: DSN passwords are masked by :func:
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -22,8 +22,8 @@ from pydantic import (
     model_validator,
 )
 
-from pgferry.errors import ConfigError
-from pgferry.jobfile import apply_overrides, load_job, parse_overrides
+from pgferry._dsn import mask_dsn
+from pgferry.errors import ConfigError, JobValidationError
 from pgferry.sql import TableName, check_type_name
 
 __all__ = [
@@ -32,40 +32,13 @@ __all__ = [
     "Partition",
     "Source",
     "Target",
-    "apply_overrides",
-    "load_job",
     "mask_dsn",
-    "parse_overrides",
 ]
 
 _IMPORT_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 Mode = Literal["append", "replace", "upsert"]
 _INTERVAL = re.compile(r"[0-9A-Za-z .:+-]+")
-
-
-def mask_dsn(dsn: str | None) -> str | None:
-    """Return ``dsn`` with any password replaced by ``***``.
-
-    Handles URLs (``postgresql://user:secret@host/db``, ``?password=secret``) and libpq
-    keyword strings (``host=h password=secret``). Works on malformed DSNs too: masking must
-    never fail, since it runs while reporting errors.
-    """
-    if dsn is None:
-        return None
-    scheme, sep, rest = dsn.partition("://")
-    if not sep:
-        # Keyword form: a value ends at white space unless quoted.
-        return re.sub(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", dsn)
-    # URL form: libpq reads the credentials up to the last '@' before the path, so a password
-    # may contain '?', '#' or ':'.
-    slash = rest.find("/")
-    at = rest.rfind("@", 0, slash if slash >= 0 else len(rest))
-    if at >= 0 and ":" in rest[:at]:
-        user = rest[:at].split(":", 1)[0]
-        rest = f"{user}:***{rest[at:]}"
-    rest = re.sub(r"(?i)([?&]password=)[^&#]*", r"\1***", rest)
-    return f"{scheme}://{rest}"
 
 
 def _as_table(value: Any) -> TableName:
@@ -112,20 +85,6 @@ def _as_seconds(value: Any) -> Any:
 
 Seconds = Annotated[float, BeforeValidator(_as_seconds), Field(gt=0)]
 SchemaChanges = Literal["evolve", "freeze", "discard"]
-
-
-class JobValidationError(ConfigError):
-    """A job, source or target failed validation.
-
-    Attributes:
-        problems: ``(dotted key, problem)`` pairs; the key is empty for the model itself.
-    """
-
-    def __init__(
-        self, message: str, *, problems: Sequence[tuple[str, str]] = (), **context: Any
-    ) -> None:
-        super().__init__(message, **context)
-        self.problems = list(problems)
 
 
 def _error_lines(exc: ValidationError) -> list[tuple[str, str]]:

@@ -19,18 +19,14 @@ from typing import Any
 import asyncpg
 
 from pgferry import sql
-from pgferry.errors import PgferryError, Transient
+from pgferry.errors import PgferryError
 from pgferry.result import RunResult
 
-__all__ = ["SCHEMA_VERSION", "ConcurrentRunError", "LedgerEntry", "StateStore"]
+__all__ = ["SCHEMA_VERSION", "LedgerEntry", "StateStore"]
 
 log = logging.getLogger("pgferry")
 
 SCHEMA_VERSION = 3
-
-
-class ConcurrentRunError(PgferryError, Transient):
-    """Another run of the same job and partition held the lock for longer than ``lock_wait``."""
 
 
 @dataclass(frozen=True)
@@ -189,48 +185,6 @@ class StateStore:
                 str(SCHEMA_VERSION),
             )
 
-    # --- Locks -----------------------------------------------------------------------------
-
-    @staticmethod
-    def lock_name(job: str, partition: str) -> str:
-        """The text hashed into the advisory lock of a (job, partition)."""
-        return f"pgferry:{job}\x1f{partition}"
-
-    async def lock(self, conn: asyncpg.Connection, job: str, partition: str, wait: float) -> None:
-        """Take the session advisory lock of (job, partition), waiting up to ``wait`` s.
-
-        Raises:
-            ConcurrentRunError: Another run held it for longer.
-        """
-        name = self.lock_name(job, partition)
-        got = await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", name)
-        if got:
-            return
-        log.warning(
-            "job %s partition %r: another run is active, waiting up to %g s", job, partition, wait
-        )
-        try:
-            await conn.execute(
-                "SELECT set_config('lock_timeout', $1, false)", f"{max(1, int(wait * 1000))}ms"
-            )
-            await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", name)
-        except asyncpg.LockNotAvailableError as exc:
-            raise ConcurrentRunError(
-                f"another run of job {job!r} partition {partition!r} is still active after "
-                f"{wait:g} s (lock_wait)",
-                job=job,
-                stage="plan",
-            ) from exc
-        finally:
-            if not conn.is_closed():
-                await conn.execute("RESET lock_timeout")
-
-    async def unlock(self, conn: asyncpg.Connection, job: str, partition: str) -> None:
-        """Release the advisory lock (closing the connection releases it too)."""
-        await conn.execute(
-            "SELECT pg_advisory_unlock(hashtextextended($1, 0))", self.lock_name(job, partition)
-        )
-
     # --- Ledger ----------------------------------------------------------------------------
 
     async def read(self, conn: asyncpg.Connection, job: str, partition: str) -> LedgerEntry | None:
@@ -338,9 +292,13 @@ class StateStore:
         )
 
     async def start_run(
-        self, conn: asyncpg.Connection, result: RunResult, partition: str,
-        run_key: str | None = None, status: str = "running",
-    ) -> None:  # fmt: skip
+        self,
+        conn: asyncpg.Connection,
+        result: RunResult,
+        partition: str,
+        run_key: str | None = None,
+        status: str = "running",
+    ) -> None:
         """Insert the run's row (status ``running``, or ``skipped``); mark runs a crash left
         behind as abandoned."""
         await conn.execute(

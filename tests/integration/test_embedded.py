@@ -13,8 +13,8 @@ import psutil
 import pytest
 
 from helpers import Databases, execute, fetch, fetchval
-from pgferry.embedded import EmbeddedPostgres, EmbeddedPostgresError
-from pgferry.errors import ConfigError
+from pgferry.embedded import EmbeddedPostgres
+from pgferry.errors import ConfigError, EmbeddedPostgresError
 
 
 def _live_processes(pids: list[int], directory: Path) -> list[psutil.Process]:

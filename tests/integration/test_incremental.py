@@ -12,8 +12,7 @@ import pytest
 
 import pgferry
 from helpers import Databases, execute, fetch, fetchval
-from pgferry.errors import ConfigError, LoadError, SchemaError, TransformError
-from pgferry.state import ConcurrentRunError
+from pgferry.errors import ConcurrentRunError, ConfigError, LoadError, SchemaError, TransformError
 
 EVENTS = """
 CREATE TABLE events (id bigint PRIMARY KEY, updated_at timestamptz NOT NULL, name text,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pgferry import demo
-from pgferry.engine.transform import apply_transform, is_batch_transform
+from pgferry.engine.functions import apply_transform, is_batch_transform
 
 # tests/unit/<this file> -> parents[3] is the directory that holds the clone and `shared`.
 SHARED_WORKLOAD = Path(__file__).resolve().parents[3] / "shared" / "bench" / "workload.sql"

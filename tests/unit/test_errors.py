@@ -8,15 +8,19 @@ import pickle
 import pytest
 
 from pgferry import errors
-from pgferry.engine.transform import TransformImportError
 from pgferry.errors import (
+    ConcurrentRunError,
     ConfigError,
     ConnectError,
+    EmbeddedPostgresError,
     ExtractError,
+    JobValidationError,
     LoadError,
     PgferryError,
+    RowLevelPipeFailure,
     SchemaError,
     TransformError,
+    TransformImportError,
     Transient,
     TransientConnectError,
     TransientError,
@@ -37,6 +41,10 @@ ERROR_CLASSES: list[type[PgferryError]] = [
     TransientLoadError,
     TransientError,
     TransformImportError,
+    JobValidationError,
+    ConcurrentRunError,
+    RowLevelPipeFailure,
+    EmbeddedPostgresError,
 ]
 
 
@@ -47,6 +55,19 @@ def test_every_public_error_class_is_covered() -> None:
         if isinstance(obj := getattr(errors, name), type) and issubclass(obj, PgferryError)
     }
     assert public <= set(ERROR_CLASSES)
+
+
+def test_every_error_class_lives_in_errors() -> None:
+    import pgferry
+
+    for cls in ERROR_CLASSES:
+        assert cls.__module__ == "pgferry.errors", cls
+    for name in ("ConcurrentRunError", "JobValidationError", "TransformImportError"):
+        assert getattr(pgferry, name) is getattr(errors, name)
+
+
+def test_result_is_declared_and_none_by_default() -> None:
+    assert PgferryError("x").result is None
 
 
 def test_message_with_full_context() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 import pgferry
-from pgferry.engine.transform import (
+from pgferry.engine.functions import (
     TransformImportError,
     apply_transform,
     import_path_of,

@@ -17,7 +17,7 @@ import pytest
 
 from pgferry import demo
 from pgferry.engine import pool as tpool
-from pgferry.engine import transform as tf
+from pgferry.engine import functions as tf
 from pgferry.errors import TransformError
 
 TESTS = Path(__file__).resolve().parents[1]

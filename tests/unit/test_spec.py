@@ -13,17 +13,11 @@ from typing import Any
 
 import pytest
 
-from pgferry.engine.transform import TransformImportError, load_transform
-from pgferry.errors import ConfigError, TransformError
-from pgferry.spec import (
-    Job,
-    Source,
-    Target,
-    apply_overrides,
-    load_job,
-    mask_dsn,
-    parse_overrides,
-)
+from pgferry.engine.functions import load_transform
+from pgferry.errors import ConfigError, TransformError, TransformImportError
+from pgferry._dsn import mask_dsn
+from pgferry.jobfile import apply_overrides, load_job, parse_overrides
+from pgferry.spec import Job, Source, Target
 from pgferry.sql import TableName
 
 FIXTURES = Path(__file__).parent / "fixtures"

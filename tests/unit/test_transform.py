@@ -1,4 +1,4 @@
-"""pgferry.engine.transform: applying transforms, loading them by path, the pool decision."""
+"""pgferry.engine.functions: applying transforms, loading them by path, the pool decision."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 
 from pgferry.engine import pool as pool_module
 from pgferry.engine.pool import default_pool_size, measure_pool_benefit, pool_unpicklable_reason
-from pgferry.engine.transform import (
+from pgferry.engine.functions import (
     TransformImportError,
     apply_transform,
     batch_transform,

@@ -1,25 +1,17 @@
-"""Running the engine inside an Airflow task: arguments, run keys and progress lines."""
+"""Running the engine inside an Airflow task: arguments and run keys."""
 
 from __future__ import annotations
 
 import datetime as dt
 import decimal
 import json
-import time
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
-import pgferry
 from pgferry.errors import ConfigError
 from pgferry.spec import Partition
 
-__all__ = ["ProgressLog", "partition_data", "query_param", "run_key_of"]
-
-_MB = 1024 * 1024
-
-
-class _Log(Protocol):
-    def info(self, event: Any, *args: Any, **kw: Any) -> Any: ...
+__all__ = ["partition_data", "query_param", "run_key_of"]
 
 
 def query_param(value: Any) -> Any:
@@ -69,37 +61,3 @@ def run_key_of(context: Mapping[str, Any]) -> str | None:
     if ti is None:
         return None
     return f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/{ti.map_index}"
-
-
-class ProgressLog:
-    """Progress as periodic task-log lines (rows and rows/s), not a terminal progress bar."""
-
-    def __init__(self, log: _Log, job: str, interval: float) -> None:
-        self.log = log
-        self.job = job
-        self.interval = interval
-        self.start = self.last = time.monotonic()
-
-    def __call__(self, progress: pgferry.Progress) -> None:
-        now = time.monotonic()
-        if now - self.last < self.interval:
-            return
-        self.last = now
-        elapsed = max(now - self.start, 1e-9)
-        if progress.path == "pipe":
-            self.log.info(
-                "pgferry %s: %.1f MB copied (%.1f MB/s)",
-                self.job,
-                progress.bytes_moved / _MB,
-                progress.bytes_moved / _MB / elapsed,
-            )
-            return
-        total = f" of ~{progress.total_rows}" if progress.total_rows else ""
-        self.log.info(
-            "pgferry %s: %d%s rows read, %d written (%.0f rows/s)",
-            self.job,
-            progress.rows_read,
-            total,
-            progress.rows_written,
-            progress.rows_written / elapsed,
-        )

@@ -18,8 +18,8 @@ from typing import Any
 
 from airflow.sdk import Asset, BaseHook, Connection
 
+from pgferry._dsn import mask_dsn
 from pgferry.errors import ConfigError
-from pgferry.spec import mask_dsn
 from pgferry.sql import TableName
 
 __all__ = [

@@ -21,10 +21,13 @@ from airflow.sdk import Asset, AssetAlias, BaseOperator, Connection, Context
 from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 import pgferry
-from pgferry.airflow._task import ProgressLog, partition_data, query_param, run_key_of
+from pgferry._dsn import mask_dsn
+from pgferry.airflow._task import partition_data, query_param, run_key_of
 from pgferry.airflow.hooks import PgferryHook, connection_from_environment, table_uri
+from pgferry.engine.progress import ProgressLogger
 from pgferry.errors import ConfigError, PgferryError, Transient
-from pgferry.spec import Job, Partition, apply_overrides, mask_dsn
+from pgferry.jobfile import apply_overrides
+from pgferry.spec import Job, Partition
 
 __all__ = ["DEFAULT_RUN_KEY", "PgferryOperator"]
 
@@ -288,11 +291,11 @@ class PgferryOperator(BaseOperator):
             job.target.mode,
             f", partition {job.partition.name}" if job.partition else "",
         )
-        progress = ProgressLog(self.log, job.name, self.progress_interval)
+        progress = ProgressLogger(self.log, job.name, self.progress_interval)
         try:
             result = self._run(job, progress)
         except PgferryError as exc:
-            failed = getattr(exc, "result", None)
+            failed = exc.result
             if failed is not None:
                 self.log.error(
                     "pgferry job %r failed after %d attempt(s): %d rows read, %d written "
@@ -336,7 +339,7 @@ class PgferryOperator(BaseOperator):
         return summary
 
     @staticmethod
-    def _run(job: Job, on_progress: ProgressLog) -> pgferry.RunResult:
+    def _run(job: Job, on_progress: ProgressLogger) -> pgferry.RunResult:
         try:
             asyncio.get_running_loop()
         except RuntimeError:

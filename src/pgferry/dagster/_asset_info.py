@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from pgferry.dagster.resource import replace_fields
 from pgferry.errors import ConfigError
 from pgferry.spec import Job, Partition
 
@@ -89,7 +88,7 @@ def _window_partition(name: str, column: str, window: dg.TimeWindow) -> Partitio
 def _with_partition(job: Job, part: Partition) -> Job:
     # A reloaded window must be read whole: an incremental position would skip rows that the
     # window's delete has just removed.
-    return replace_fields(job, partition=part.model_dump(), incremental=None)
+    return job.with_overrides(partition=part.model_dump(), incremental=None)
 
 
 # Filled as pgferry_asset() builds assets, so that checks and specs can find their job.

@@ -51,8 +51,13 @@ def _count(query: str) -> str:
 
 async def _on(job: Job, role: str, use: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     side = job.source if role == "source" else job.target
-    conn = await connect(side.dsn, role=role, job=job.name, timeout=job.connect_timeout,
-                         statement_timeout=job.statement_timeout)  # fmt: skip
+    conn = await connect(
+        side.dsn,
+        role=role,
+        job=job.name,
+        timeout=job.connect_timeout,
+        statement_timeout=job.statement_timeout,
+    )
     try:
         return await use(conn)
     finally:
@@ -84,8 +89,9 @@ async def _target_scope_count(conn: asyncpg.Connection, job: Job, columns: list[
     if part.column not in types:
         raise SchemaError(
             f"target table {table} has no column {part.column!r} to count the partition by",
-            job=job.name, column=part.column,
-        )  # fmt: skip
+            job=job.name,
+            column=part.column,
+        )
     args = [str(v) for v in (part.lower, part.upper) if v is not None]
     lower = 1 if part.lower is not None else None
     upper = (2 if lower else 1) if part.upper is not None else None

@@ -29,8 +29,9 @@ from pgferry.dagster.metadata import (
 from pgferry.dagster.resource import PgferryResource
 from pgferry.dagster.translator import PgferryTranslator, PgferryTranslatorData
 from pgferry.errors import ConfigError, PgferryError, Transient
+from pgferry.jobfile import apply_overrides, load_job
 from pgferry.result import RunResult
-from pgferry.spec import Job, Partition, apply_overrides, load_job
+from pgferry.spec import Job, Partition
 
 __all__ = ["DEFAULT_RETRY_POLICY", "pgferry_asset"]
 
@@ -203,10 +204,19 @@ def pgferry_asset(
         raise ConfigError("pgferry_asset: give name or key, not both")
     is_window = isinstance(partitions_def, dg.TimeWindowPartitionsDefinition)
     base = _build_job(
-        job, name=name, key=key, source_table=source_table, source_query=source_query,
-        target_table=target_table, transform=transform, mode=mode, key_columns=key_columns,
-        incremental_column=incremental_column, time_partitioned=is_window, options=options,
-    )  # fmt: skip
+        job,
+        name=name,
+        key=key,
+        source_table=source_table,
+        source_query=source_query,
+        target_table=target_table,
+        transform=transform,
+        mode=mode,
+        key_columns=key_columns,
+        incremental_column=incremental_column,
+        time_partitioned=is_window,
+        options=options,
+    )
     partitions_def, time_column, ranges = partitioning(
         base, partitions_def, partitions, incremental_column
     )

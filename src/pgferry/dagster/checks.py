@@ -152,11 +152,15 @@ def _no_rejects_check(info: PgferryAssetInfo, blocking: bool) -> dg.AssetChecksD
                 meta["pgferry/error"] = str(exc)
             meta["pgferry/rejects"] = dg.MetadataValue.json(
                 [
-                    {"stage": g.stage, "error_class": g.error_class, "column": g.column,
-                     "rows": g.rows}
+                    {
+                        "stage": g.stage,
+                        "error_class": g.error_class,
+                        "column": g.column,
+                        "rows": g.rows,
+                    }
                     for g in groups
                 ]
-            )  # fmt: skip
+            )
         return dg.AssetCheckResult(
             passed=rejected == 0,
             severity=warn,

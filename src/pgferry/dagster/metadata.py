@@ -87,7 +87,7 @@ def result_metadata(result: RunResult) -> dict[str, dg.MetadataValue[Any]]:
 
 def failure_metadata(exc: PgferryError) -> dict[str, dg.MetadataValue[Any]]:
     """Metadata of a failed run: the error's context and, when known, its RunResult."""
-    result: RunResult | None = getattr(exc, "result", None)
+    result = exc.result
     meta = result_metadata(result) if result is not None else {}
     meta["pgferry/error_class"] = dg.MetadataValue.text(type(exc).__name__)
     meta["pgferry/retryable"] = dg.MetadataValue.bool(isinstance(exc, Transient))

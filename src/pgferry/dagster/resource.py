@@ -3,31 +3,22 @@
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
 from pgferry import run as _run
-from pgferry.engine import Progress, ProgressCallback
+from pgferry._dsn import mask_dsn
+from pgferry.engine import ProgressLogger
 from pgferry.errors import ConfigError
 from pgferry.result import RunResult
-from pgferry.spec import Job, mask_dsn
+from pgferry.spec import Job
 
-__all__ = ["PgferryResource", "replace_fields"]
+__all__ = ["PgferryResource"]
 
 # Progress is logged at most this often (seconds): one line per batch floods the event log.
 _PROGRESS_EVERY = 10.0
-
-
-def replace_fields(job: Job, **changes: Any) -> Job:
-    """A copy of ``job`` with top-level fields replaced, validated again.
-
-    Unlike :meth:`Job.with_overrides`, fields the job left at their defaults stay unset, so
-    that the resource's defaults (``batch_size``, ``workers``) still apply to the copy.
-    """
-    return Job.from_dict({**job.model_dump(exclude_unset=True), **changes})
 
 
 class PgferryResource(dg.ConfigurableResource):  # type: ignore[type-arg]
@@ -89,7 +80,7 @@ class PgferryResource(dg.ConfigurableResource):  # type: ignore[type-arg]
             value = getattr(self, knob)
             if value is not None and knob not in job.model_fields_set:
                 changes[knob] = value
-        return replace_fields(job, **changes) if changes else job
+        return job.with_overrides(**changes) if changes else job
 
     def run(
         self, job: Job, *, log: logging.Logger | dg.DagsterLogManager | None = None
@@ -111,24 +102,5 @@ class PgferryResource(dg.ConfigurableResource):  # type: ignore[type-arg]
                 f"{mask_dsn(resolved.target.dsn)} table {resolved.target.table} "
                 f"(mode {resolved.target.mode})"
             )
-        return _run(resolved, on_progress=_progress_logger(log) if log is not None else None)
-
-
-def _progress_logger(log: logging.Logger | dg.DagsterLogManager) -> ProgressCallback:
-    last = time.monotonic()
-
-    def report(progress: Progress) -> None:
-        nonlocal last
-        now = time.monotonic()
-        if now - last < _PROGRESS_EVERY:
-            return
-        last = now
-        if progress.path == "pipe":
-            log.info(f"pgferry: {progress.bytes_moved} bytes copied")
-        else:
-            total = f" of ~{progress.total_rows}" if progress.total_rows else ""
-            log.info(
-                f"pgferry: {progress.rows_read}{total} rows read, {progress.rows_written} committed"
-            )
-
-    return report
+        progress = ProgressLogger(log, resolved.name, _PROGRESS_EVERY) if log is not None else None
+        return _run(resolved, on_progress=progress)

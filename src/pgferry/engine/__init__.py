@@ -1,7 +1,11 @@
-"""The engine: extract → transform → load, wired by :mod:`pgferry.engine.pipeline` and run
-(with the ledger, locks, run history and retries) by :mod:`pgferry.engine.run`."""
+"""The engine: extract → transform → load, one room per stage, lane and sink.
 
-from pgferry.engine.pipeline import Progress, ProgressCallback
+:mod:`pgferry.engine.run` runs a job (lock, run history, retries) as attempts
+(:mod:`pgferry.engine.attempt`), each of which moves rows through a lane
+(:mod:`pgferry.engine.lanes`) into a sink (:mod:`pgferry.engine.sinks`).
+"""
+
+from pgferry.engine.progress import Progress, ProgressCallback, ProgressLogger
 from pgferry.engine.run import run_async
 
-__all__ = ["Progress", "ProgressCallback", "run_async"]
+__all__ = ["Progress", "ProgressCallback", "ProgressLogger", "run_async"]

@@ -5,34 +5,17 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 
-from pgferry.connection import is_transient_pg_error
+from pgferry.engine.items import Batch
+from pgferry.engine.stages import END
 from pgferry.errors import ExtractError, PgferryError, TransientExtractError
 from pgferry.result import StageStats
+from pgferry.retry import is_transient
 
-__all__ = ["END", "Batch", "extract_batches", "pipe_out", "set_snapshot_statement"]
-
-
-@dataclass
-class Batch:
-    """Rows of one batch, in extraction order.
-
-    Attributes:
-        seq: 0-based position of the batch in extraction order; batches commit in this order.
-        columns: Column names of ``rows``.
-        rows: Row values as sequences (asyncpg records from the reader, tuples after a
-            transform).
-        rows_read: Source rows this batch came from (a transform may drop or add rows).
-    """
-
-    seq: int
-    columns: tuple[str, ...]
-    rows: Sequence[Sequence[Any]]
-    rows_read: int
+__all__ = ["extract_batches", "extract_failure", "pipe_out", "set_snapshot_statement"]
 
 
 # Decoding can fail too (a BC date has no Python equivalent): those are not transient.
@@ -63,18 +46,9 @@ def set_snapshot_statement(snapshot: str) -> str:
     return f"SET TRANSACTION SNAPSHOT '{snapshot}'"
 
 
-class _End:
-    def __repr__(self) -> str:
-        return "END"
-
-
-END: Any = _End()
-"""Marker put on a queue after the last batch."""
-
-
 def extract_failure(exc: BaseException, *, job: str, batch: int | None) -> PgferryError:
     """Wrap a driver error as an :class:`ExtractError`, transient where a retry may help."""
-    cls = TransientExtractError if is_transient_pg_error(exc) else ExtractError
+    cls = TransientExtractError if is_transient(exc) else ExtractError
     return cls(f"reading the source failed: {type(exc).__name__}: {exc}", job=job, batch=batch)
 
 

@@ -1,497 +1,171 @@
-"""Load: write batches into the target, each with its ledger entry in one transaction.
+"""The load stage: :class:`~pgferry.engine.items.Transformed` items in extraction order → a sink.
 
-:class:`Writer` owns the target side of a run: it creates or checks the table, writes each
-batch (``COPY``, or ``COPY`` into a staging table and a merge for ``upsert``), isolates rows the
-target refuses by bisecting the batch, records rejects and the ledger position in the same
-transaction, and at the end commits, clears progress, syncs deletes or swaps the shadow in.
+It awaits each batch's transform result in the order the batches were read, prepares the sink
+from the first batch's columns (creating or checking the target), keeps every later batch in
+the same column order, and hands the rows to :meth:`Sink.write`, which commits them with their
+ledger row. Only the queue and the batch in hand hold rows, so memory stays bounded.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterable, Sequence
+import asyncio
+from collections.abc import Sequence
+from concurrent.futures import BrokenExecutor
 from typing import Any
 
-import asyncpg
-
-from pgferry import schema, sql
-from pgferry.engine import values
-from pgferry.engine.load_errors import explain_encode_failure, load_failure
+from pgferry import schema
+from pgferry.engine.items import Transformed, TransformOutput
 from pgferry.engine.plan import SourcePlan
-from pgferry.engine.replace import ReplacePlan
-from pgferry.engine.schema_step import SchemaStep
-from pgferry.errors import LoadError, PgferryError, SchemaError
+from pgferry.engine.progress import Progress, ProgressCallback
+from pgferry.engine.sinks.base import Reject, Sink
+from pgferry.engine.stages import END
+from pgferry.errors import PgferryError, TransformError
 from pgferry.result import RunResult
-from pgferry.schema import Column
 from pgferry.spec import Job
-from pgferry.sql import TableName
-from pgferry.state import StateStore
 
-__all__ = ["Reject", "Writer", "explain_encode_failure", "load_failure"]
-
-log = logging.getLogger("pgferry")
-
-Reject = tuple[str, str, str, str | None, dict[str, Any]]
-"""A rejected row: ``(stage, error class, message, column, row as a dict)``."""
-
-# Errors that one bad row can cause; anything else (a lost connection, a full disk) is not
-# narrowed down by bisecting.
-_ROW_ERRORS = (
-    asyncpg.DataError,
-    asyncpg.InternalClientError,
-    asyncpg.IntegrityConstraintViolationError,
-    TypeError,
-    ValueError,
-    OverflowError,
-)
-_STAGE = "pgferry_stage"
+__all__ = ["LoadStage", "discard_pending"]
 
 
-class Writer:
-    """The target side of one run attempt.
+class LoadStage:
+    """Commits transformed batches to ``sink`` in extraction order.
 
     Args:
         job: The job.
-        conn: The target connection (holding the run's advisory lock).
-        store: The state store.
-        result: The run's result, whose counters the writer updates on every commit.
-        plan: The source plan (transaction scope, position kind).
+        sink: Where the rows go.
+        plan: The source plan (its columns type the target's pass-through columns).
+        inbox: :class:`Transformed` items, then :data:`~pgferry.engine.stages.END`.
+        result: The run's result.
+        on_progress: Called after every committed batch.
+        prepared: The columns a parallel run's coordinator prepared the sink with.
     """
 
     def __init__(
         self,
         job: Job,
-        conn: asyncpg.Connection,
-        store: StateStore,
-        result: RunResult,
+        sink: Sink,
         plan: SourcePlan,
-    ) -> None:
-        self.job = job
-        self.conn = conn
-        self.store = store
-        self.result = result
-        self.plan = plan
-        self.partition = job.partition.name if job.partition else ""
-        self.table = job.target.table
-        self.copy_into: TableName = self.table
-        self.replace: ReplacePlan | None = None
-        self.columns: tuple[str, ...] = ()
-        # The columns of the rows handed to write(); ``columns`` are those written (fewer
-        # when target.schema_changes is 'discard' and the rows have new ones).
-        self.accepts: tuple[str, ...] = ()
-        self._keep: list[int] | None = None
-        self.casts: dict[str, str | None] = {}
-        self.types: dict[str, str] = {}
-        self.upsert = job.target.mode == "upsert"
-        self.size_before = 0
-        self.ready = False
-        self._run_tx: Any = None
-        self._rejects_total = 0
-        self._json_as_text: values.JsonAsText | None = None
-
-    # --- Preparing the target ----------------------------------------------------------------
-
-    async def prepare(self, incoming: Sequence[Column], typed: set[str]) -> None:
-        """Create or check the target for the incoming columns; start the run transaction."""
-        conn, job = self.conn, self.job
-        self.accepts = tuple(c.name for c in incoming)
-        existing = await schema.describe_table(conn, self.table)
-        step: SchemaStep | None = None
-        if existing is not None:
-            # The schema step: every difference decided before any row is written.
-            step = await SchemaStep.decide(conn, job, self.table, incoming, existing, typed=typed)
-            incoming = step.columns
-            if job.target.mode != "replace":
-                if await self._evolve(step, None):
-                    existing = await schema.describe_table(conn, self.table) or existing
-                self.casts = await schema.match_target(
-                    conn, self.table, incoming, existing, typed=typed
-                )
-        if job.target.mode == "replace":
-            self.replace = ReplacePlan(self.table, existed=existing is not None)
-            self.copy_into = self.replace.shadow
-            if existing is not None:
-                assert step is not None
-                await self.replace.create_shadow_like_target(conn)
-                # The shadow takes the changes; the live table changes only with the swap.
-                await self._evolve(step, self.copy_into)
-                shadow = await schema.describe_table(conn, self.copy_into) or existing
-                self.casts = await schema.match_target(
-                    conn, self.table, incoming, shadow, typed=typed
-                )
-            else:
-                await self.replace.drop_shadow(conn)
-                await schema.create_table(
-                    conn,
-                    self.copy_into,
-                    incoming,
-                    primary_key=self._primary_key(incoming),
-                    comment=self.plan.comment,
-                )
-        elif existing is None:
-            try:
-                async with conn.transaction():
-                    primary_key = self._primary_key(incoming)
-                    await schema.create_table(
-                        conn, self.table, incoming, primary_key=primary_key,
-                        comment=self.plan.comment,
-                    )  # fmt: skip
-                    if self.upsert and job.upsert_key and not primary_key:
-                        await conn.execute(sql.create_unique_index(self.table, job.upsert_key))
-                log.info("created target table %s", self.table)
-            except asyncpg.DuplicateTableError:
-                # Another run created it meanwhile: check against what is there now.
-                await self.prepare(incoming, typed)
-                return
-        self.columns = tuple(c.name for c in incoming)
-        self._keep = None
-        if self.columns != self.accepts:  # discard: new columns are not written
-            self._keep = [self.accepts.index(c) for c in self.columns]
-        self.types = {
-            c.name: c.type for c in await schema.describe_table(conn, self.copy_into) or []
-        }
-        if self.upsert:
-            await self._prepare_upsert()
-        self.size_before = await schema.table_size(conn, self.copy_into)
-        if self.plan.txn_scope == "run":
-            self._run_tx = conn.transaction()
-            await self._run_tx.start()
-            part = job.partition
-            if part is not None and part.replace:
-                await self._delete_partition()
-        self.ready = True
-
-    async def _evolve(self, step: SchemaStep, where: TableName | None) -> bool:
-        """Make the step's changes (to ``where``, else the target); report them."""
-        made = await step.apply(self.conn, where)
-        for change in made:
-            if change.as_dict() not in self.result.schema_changes:  # a retried replace
-                self.result.schema_changes.append(change.as_dict())
-        return bool(made)
-
-    def _primary_key(self, incoming: Sequence[Column]) -> tuple[str, ...]:
-        """The PRIMARY KEY of a table pgferry creates: the source's, where it holds.
-
-        Only where every key lands in the target once: ``upsert`` on exactly the source's
-        primary key, and ``replace`` without a transform (a snapshot of the source). An
-        ``append`` gets none: an incremental append writes a new version of a row as a new
-        row. The key's columns must pass through unchanged (``NOT NULL`` in the rows).
-        """
-        choice = self.plan.key
-        primary = choice.source.primary if choice and choice.source else None
-        if not primary:
-            return ()
-        mode = self.job.target.mode
-        if mode == "upsert":
-            fits = set(self.job.upsert_key or ()) == set(primary)
-        else:
-            fits = mode == "replace" and self.job.transform is None
-        by_name = {c.name: c for c in incoming}
-        if fits and all(k in by_name and by_name[k].not_null for k in primary):
-            return primary
-        return ()
-
-    async def attach(self, columns: Sequence[str]) -> None:
-        """Write into a target that a parallel run's coordinator prepared (created, checked,
-        or for ``replace`` its shadow): no table is created, no run transaction started."""
-        conn, job = self.conn, self.job
-        if job.target.mode == "replace":
-            self.copy_into = ReplacePlan(self.table, existed=True).shadow
-        self.accepts = self.columns = tuple(columns)
-        described = await schema.describe_table(conn, self.copy_into)
-        if described is None:
-            raise SchemaError(
-                f"target table {self.copy_into} disappeared during the run", job=job.name
-            )
-        self.types = {c.name: c.type for c in described}
-        if job.target.schema_changes == "discard":
-            self.columns = tuple(c for c in columns if c in self.types)
-            if self.columns != self.accepts:
-                self._keep = [self.accepts.index(c) for c in self.columns]
-        missing = [c for c in self.columns if c not in self.types]
-        if missing:
-            raise SchemaError(
-                f"target table {self.copy_into} has no column {missing[0]!r}",
-                job=job.name,
-                column=missing[0],
-            )
-        if self.upsert:
-            await self._prepare_upsert()
-        self.ready = True
-
-    async def prepare_rows(self) -> None:
-        """Install the target connection's codecs for writing decoded rows."""
-        self._json_as_text = await values.prepare_target(self.conn, self.columns, self.types)
-
-    async def _prepare_upsert(self) -> None:
-        key = self.job.upsert_key or []
-        missing = [k for k in key if k not in self.columns]
-        if missing:
-            raise SchemaError(
-                f"upsert key column {missing[0]!r} is not among the rows written to {self.table}",
-                job=self.job.name,
-                column=missing[0],
-            )
-        unique = [set(r[0]) for r in await self.conn.fetch(sql.UNIQUE_INDEXES, self.table.sql)]
-        if set(key) not in unique:
-            raise SchemaError(
-                f"target table {self.table} has no unique index on ({', '.join(key)}), which "
-                "upsert needs: create one, or let pgferry create the table",
-                job=self.job.name,
-            )
-        await self.conn.execute(f"DROP TABLE IF EXISTS pg_temp.{sql.quote_ident(_STAGE)}")
-        await self.conn.execute(sql.create_stage(_STAGE, self.table))
-
-    async def _delete_partition(self) -> None:
-        part = self.job.partition
-        assert part is not None
-        if part.column not in self.types:
-            raise SchemaError(
-                f"target table {self.table} has no column {part.column!r} to reload the "
-                "partition by",
-                job=self.job.name,
-                column=part.column,
-            )
-        args = [str(v) for v in (part.lower, part.upper) if v is not None]
-        lower = 1 if part.lower is not None else None
-        upper = (2 if lower else 1) if part.upper is not None else None
-        status = await self.conn.execute(
-            sql.delete_range(self.copy_into, part.column, self.types[part.column], lower, upper),
-            *args,
-        )
-        log.info("partition %s: deleted %s rows before reloading it", part.name, status.split()[-1])
-
-    # --- Writing batches -----------------------------------------------------------------------
-
-    async def write(
-        self,
-        seq: int,
-        rows: Sequence[Sequence[Any]],
+        inbox: asyncio.Queue[Any],
+        result: RunResult,
+        on_progress: ProgressCallback | None,
         *,
-        rows_read: int,
-        position: list[str] | None,
-        rejects: Sequence[Reject] = (),
+        prepared: Sequence[str] | None = None,
     ) -> None:
-        """Write one batch, its rejects and its ledger entry in one transaction.
+        self.job, self.sink, self.plan = job, sink, plan
+        self.inbox = inbox
+        self.result = result
+        self.stats = result.stages["load"]
+        self.transform_stats = result.stages["transform"]
+        self.on_progress = on_progress
+        self.prepared = prepared
+        self.canonical: tuple[str, ...] | None = None
 
-        Raises:
-            LoadError: The target refused rows past ``max_rejects``, or failed otherwise.
-        """
-        conn, job = self.conn, self.job
-        batch = list(rows)
-        if self._keep is not None:
-            keep = self._keep
-            batch = [tuple(row[i] for i in keep) for row in batch]
-        if self._json_as_text is not None:
-            batch = self._json_as_text(batch)
-        try:
-            async with conn.transaction():
-                written, refused = await self._write_bisect(seq, batch)
-                found = [*rejects, *refused]
-                if found:
-                    self._check_budget(seq, found)
-                    await self.store.add_rejects(
-                        conn,
-                        job=job.name,
-                        partition=self.partition,
-                        run_id=self.result.run_id,
-                        batch=seq,
-                        rejects=found,
-                    )
-                await self.store.save_batch(
-                    conn,
-                    job.name,
-                    self.partition,
-                    watermark=position if self.plan.position_kind == "watermark" else None,
-                    progress=position if self.plan.position_kind == "progress" else None,
-                    run_id=self.result.run_id,
-                    rows=written,
+    async def run(self) -> None:
+        """Load every batch until ``END``."""
+        while True:
+            with self.stats.waiting():
+                item = await self.inbox.get()
+                if item is END:
+                    break
+                output = await self._output(item)
+            self.transform_stats.busy_s += output.cpu_s
+            rejects: list[Reject] = [
+                ("transform", cls, message, None, row) for cls, message, row in output.rejects
+            ]
+            await self._load(item, output, rejects)
+            # The batch is committed: let it go before waiting for the next one.
+            del item, output, rejects
+            if self.on_progress is not None:
+                r = self.result
+                self.on_progress(
+                    Progress(r.rows_read, r.rows_written, 0, self.plan.estimate, "rows")
                 )
-        except PgferryError:
-            raise
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
-            raise load_failure(
-                exc, job=job.name, table=self.table, batch=seq, columns=self.columns
-            ) from exc
-        self._rejects_total += len(found)
-        self.result.rows_written += written
-        self.result.rows_rejected += len(found)
-        self.result.rows_read += rows_read
-        self.result.batches += 1
-        if position is not None and self.plan.position_kind == "watermark":
-            self.result.watermark_after = position[0]
 
-    async def _copy(self, rows: Sequence[Sequence[Any]]) -> int:
-        if not rows:
-            return 0
-        target = self.copy_into
-        if not self.upsert:
-            await self.conn.copy_records_to_table(
-                target.name, schema_name=target.schema, columns=list(self.columns), records=rows
-            )
-            return len(rows)
-        await self.conn.copy_records_to_table(_STAGE, columns=list(self.columns), records=rows)
-        status = await self.conn.execute(
-            sql.merge_stage(target, _STAGE, self.columns, self.job.upsert_key or [])
-        )
-        await self.conn.execute(sql.truncate(_STAGE))
-        return int(status.split()[-1])
-
-    async def _write_bisect(self, seq: int, rows: list[Sequence[Any]]) -> tuple[int, list[Reject]]:
-        """Write ``rows``; on a row-level error split them until the bad rows are isolated.
-
-        Every attempt runs in a savepoint, so a failed half leaves nothing behind. Finding
-        ``b`` bad rows among ``n`` costs about ``b * log2(n)`` extra COPYs, only on failure.
-        """
+    async def _output(self, item: Transformed) -> TransformOutput:
         try:
-            async with self.conn.transaction():
-                return await self._copy(rows), []
-        except _ROW_ERRORS as exc:
-            if len(rows) == 1:
-                reject = await self._describe_reject(exc, rows[0])
-                if self.job.max_rejects == 0:
-                    raise self._reject_error(seq, reject) from exc
-                return 0, [reject]
-            mid = len(rows) // 2
-            w1, r1 = await self._write_bisect(seq, rows[:mid])
-            w2, r2 = await self._write_bisect(seq, rows[mid:])
-            return w1 + w2, r1 + r2
-
-    async def _describe_reject(self, exc: BaseException, row: Sequence[Any]) -> Reject:
-        as_dict = dict(zip(self.columns, row, strict=True))
-        if isinstance(exc, asyncpg.PostgresError):
-            err = load_failure(
-                exc, job=self.job.name, table=self.table, batch=None, columns=self.columns
-            )
-            column = err.column
-        else:
-            err = await explain_encode_failure(
-                exc,
-                self.conn,
+            return await item.output
+        except BrokenExecutor as exc:  # BrokenProcessPool
+            raise TransformError(
+                "a transform worker process died (killed, or out of memory)",
                 job=self.job.name,
-                table=self.table,
-                copy_into=self.copy_into,
-                batch=0,
-                columns=self.columns,
-                rows=[row],
+                batch=item.seq,
+            ) from exc
+        except PgferryError as exc:
+            raise exc.with_context(job=self.job.name, batch=item.seq) from exc.__cause__
+
+    async def _load(
+        self, item: Transformed, output: TransformOutput, rejects: list[Reject]
+    ) -> None:
+        sink = self.sink
+        rows = output.rows
+        if output.columns is not None and not sink.ready:
+            await self._prepare(output)
+        if output.columns is not None and output.columns != self.canonical:
+            assert self.canonical is not None
+            # schema_changes: discard leaves new columns out of the sink's: drop them here.
+            discard = self.job.target.schema_changes == "discard"
+            rows = _reorder(
+                output.columns, rows, self.canonical, self.job.name, item.seq, discard=discard
             )
-            column = err.column
-        message = f"{type(exc).__name__}: {exc}"
-        return ("load", type(exc).__name__, message, column, as_dict)
-
-    def _row_key(self, row: dict[str, Any]) -> str:
-        key = self.job.upsert_key or self.job.read_key or []
-        shown = [k for k in key if k in row]
-        if not shown:
-            return "a row (set target.key to name rows by their key)"
-        return "the row with " + ", ".join(f"{k}={row[k]!r}" for k in shown)
-
-    def _reject_error(self, seq: int, reject: Reject) -> LoadError:
-        stage, _, message, column, row = reject
-        what = "the transform failed on" if stage == "transform" else f"{self.table} refused"
-        where = f" column {column!r} of" if column else ""
-        return LoadError(
-            f"{what}{where} {self._row_key(row)}: {message} "
-            "(set max_rejects to set such rows aside in the rejects table instead)",
-            job=self.job.name,
-            batch=seq,
-            column=column,
-        )
-
-    def _check_budget(self, seq: int, found: Sequence[Reject]) -> None:
-        limit = self.job.max_rejects
-        total = self._rejects_total + len(found)
-        if limit == 0:
-            raise self._reject_error(seq, found[0])
-        if limit >= 1 and total > limit:
-            raise LoadError(
-                f"{total} rows rejected, more than max_rejects={limit:g}; the last: "
-                f"{self._reject_error(seq, found[-1]).message}",
-                job=self.job.name,
-                batch=seq,
-            )
-
-    def check_reject_fraction(self) -> None:
-        """At the end of a run: a fractional ``max_rejects`` against the rows read."""
-        limit = self.job.max_rejects
-        read = self.result.rows_read
-        if 0 < limit < 1 and read and self.result.rows_rejected / read > limit:
-            raise LoadError(
-                f"{self.result.rows_rejected} of {read} rows rejected, more than "
-                f"max_rejects={limit:g} of the rows read",
-                job=self.job.name,
-            )
-
-    # --- The binary pipe --------------------------------------------------------------------
-
-    async def write_stream(self, chunks: AsyncIterable[bytes]) -> tuple[int, int]:
-        """``COPY … FROM STDIN (FORMAT binary)`` from raw chunks (upsert: via the stage).
-
-        Runs inside the caller's transaction; returns the rows copied and the rows written
-        (an upsert writes only new and changed rows).
-        """
-        if not self.upsert:
-            status = await self.conn.copy_to_table(
-                self.copy_into.name,
-                schema_name=self.copy_into.schema,
-                columns=list(self.columns),
-                source=chunks,
-                format="binary",
-            )
-            copied = int(str(status).split()[-1])
-            return copied, copied
-        status = await self.conn.copy_to_table(
-            _STAGE, columns=list(self.columns), source=chunks, format="binary"
-        )
-        merged = await self.conn.execute(
-            sql.merge_stage(self.copy_into, _STAGE, self.columns, self.job.upsert_key or [])
-        )
-        await self.conn.execute(sql.truncate(_STAGE))
-        return int(str(status).split()[-1]), int(merged.split()[-1])
-
-    # --- Finishing ----------------------------------------------------------------------------
-
-    async def finish(self) -> None:
-        """Commit the run transaction, clear progress, sync deletes, swap a shadow in."""
-        conn, job = self.conn, self.job
-        self.check_reject_fraction()
-        if self._run_tx is not None:
-            await self.store.save_batch(
-                conn,
-                job.name,
-                self.partition,
-                watermark=None,
-                progress=None,
-                run_id=self.result.run_id,
-                rows=0,
-            )
-            # With the rows, so that a run key counts as done exactly when its rows do.
-            await self.store.mark_committed(conn, self.result.run_id)
-            await self._run_tx.commit()
-            self._run_tx = None
-        if self.plan.position_kind == "progress":
-            async with conn.transaction():
-                await self.store.clear_progress(conn, job.name, self.partition)
-                await self.store.mark_committed(conn, self.result.run_id)
-        if self.replace is not None:
-            await self.replace.swap(conn, lock_timeout=job.lock_timeout, retries=job.swap_retries)
-            self.result.bytes_written = await schema.table_size(conn, self.table)
-        else:
-            grown = await schema.table_size(conn, self.table) - self.size_before
-            self.result.bytes_written = max(0, grown)
-
-    async def abort(self) -> None:
-        """Undo what a failed attempt left: the open run transaction and the shadow table."""
-        if self.conn.is_closed():
+        if not sink.ready:
+            # Every row so far was dropped or rejected: nothing to write, but counted.
+            self.result.rows_read += item.rows_read
+            self.result.rows_rejected += len(rejects)
             return
-        if self._run_tx is not None:
-            try:
-                await self._run_tx.rollback()
-            except Exception:  # the connection may be broken; the server rolls back anyway
-                log.debug("rollback of the run transaction failed", exc_info=True)
-            self._run_tx = None
-        if self.replace is not None:
-            try:
-                await self.replace.drop_shadow(self.conn)
-            except Exception:
-                log.warning("could not drop the shadow table %s", self.replace.shadow)
+        with self.stats.busy():
+            await sink.write(
+                item.seq,
+                rows,
+                rows_read=item.rows_read,
+                position=item.position,
+                rejects=rejects,
+            )
+
+    async def _prepare(self, output: TransformOutput) -> None:
+        assert output.columns is not None
+        sink, plan = self.sink, self.plan
+        if self.prepared is not None:
+            await sink.attach(self.prepared)
+        else:
+            incoming = schema.output_columns(
+                output.columns, output.rows, plan.columns, self.job.target.columns
+            )
+            typed = {c.name for c in plan.columns} | set(self.job.target.columns)
+            await sink.prepare(incoming, typed & set(output.columns))
+        await sink.prepare_rows()
+        self.canonical = sink.columns
+
+
+def _reorder(
+    cols: tuple[str, ...],
+    rows: Sequence[Sequence[Any]],
+    canonical: tuple[str, ...],
+    job: str,
+    seq: int,
+    *,
+    discard: bool = False,
+) -> list[tuple[Any, ...]]:
+    if set(cols) != set(canonical) and not (discard and set(canonical) <= set(cols)):
+        extra = sorted(set(cols) - set(canonical))
+        missing = sorted(set(canonical) - set(cols))
+        raise TransformError(
+            f"transform output changed columns between batches: extra {extra}, missing {missing}",
+            job=job,
+            batch=seq,
+            column=(extra or missing)[0],
+        )
+    index = [cols.index(c) for c in canonical]
+    return [tuple(row[i] for i in index) for row in rows]
+
+
+def discard_pending(queue: asyncio.Queue[Any]) -> None:
+    """Drop results a failed run will never load, marking their errors as seen."""
+    while not queue.empty():
+        item = queue.get_nowait()
+        if item is END:
+            continue
+        output = item.output
+        if output.done():
+            if not output.cancelled():
+                output.exception()
+        else:
+            output.cancel()

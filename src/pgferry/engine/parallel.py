@@ -32,12 +32,8 @@ that are not a single integer column, transforms that cannot be imported by path
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 import os
-import pickle
-import signal
 import sys
 import time
 import uuid
@@ -47,31 +43,33 @@ from typing import Any
 import asyncpg
 
 from pgferry import schema, sql
-from pgferry.engine import transform as tf
+from pgferry.engine import functions as tf
 from pgferry.engine import values
-from pgferry.engine.load import Writer
-from pgferry.engine.pipeline import Progress, ProgressCallback, run_stages
+from pgferry.engine.host import cores
+from pgferry.engine.lanes.base import LaneContext
 from pgferry.engine.plan import SourcePlan
+from pgferry.engine.progress import Progress, ProgressCallback
 from pgferry.engine.ranges import (
     MARKER,
     Ranges,
     forget_ranges,
-    no_pipelines,
     parse_marker,
     pipelines_lock,
     transform_path,
     why_not_parallel,
 )
-from pgferry.engine.worker import RangeTask, as_pgferry_error, run_range, task_json
-from pgferry.errors import PgferryError, SchemaError
+from pgferry.engine.sinks.postgres import PostgresSink
+from pgferry.engine.stages import run_stages
+from pgferry.engine.worker import RangeTask, run_in_subprocess, run_range
+from pgferry.errors import SchemaError
 from pgferry.result import RunResult
+from pgferry.retry import as_pgferry_error
 from pgferry.spec import Job, Partition
 
 __all__ = [
     "MARKER",
     "Ranges",
     "forget_ranges",
-    "no_pipelines",
     "parse_marker",
     "pipelines_lock",
     "resume_in_process",
@@ -89,17 +87,7 @@ log = logging.getLogger("pgferry")
 _AUTO_MIN_ROWS = 200_000
 _AUTO_MIN_SECONDS = 3.0
 _AUTO_MAX = 8
-_STOP_TIMEOUT = 10.0
 _MIN_SHARED_BATCH = 1_000
-# Not ``-m pgferry.engine.worker``: importing the package first would import the module twice.
-_WORKER_MAIN = "import sys; from pgferry.engine.worker import main; sys.exit(main())"
-
-
-def cores() -> int:
-    """CPUs this process may run on."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def _share(job: Job, n: int) -> dict[str, int]:
@@ -123,8 +111,14 @@ def _range_job(job: Job, partition: Partition, n: int) -> Job:
     )
 
 
-def _range_task(job: Job, partition: Partition, n: int, snapshot: str | None,
-                columns: Sequence[str], run_id: str) -> RangeTask:  # fmt: skip
+def _range_task(
+    job: Job,
+    partition: Partition,
+    n: int,
+    snapshot: str | None,
+    columns: Sequence[str],
+    run_id: str,
+) -> RangeTask:
     data = job.model_dump(mode="json", exclude={"transform"})
     data.update(
         transform=transform_path(job),
@@ -148,11 +142,14 @@ def _range_task(job: Job, partition: Partition, n: int, snapshot: str | None,
 class _Tally:
     """Adds the pipelines' counters into the run's result as their batches commit."""
 
-    def __init__(self, result: RunResult, n: int, estimate: int | None,
-                 on_progress: ProgressCallback | None) -> None:  # fmt: skip
+    def __init__(
+        self, result: RunResult, n: int, estimate: int | None, on_progress: ProgressCallback | None
+    ) -> None:
         self.result = result
-        self.seen = [dict.fromkeys(("rows_read", "rows_written", "rows_rejected", "batches"), 0)
-                     for _ in range(n)]  # fmt: skip
+        self.seen = [
+            dict.fromkeys(("rows_read", "rows_written", "rows_rejected", "batches"), 0)
+            for _ in range(n)
+        ]
         self.ready = [False] * n
         self.all_ready = asyncio.Event()
         self.estimate = estimate
@@ -181,6 +178,10 @@ class _Tally:
                 self.result.stages[stage].wait_s += wait
 
 
+async def _in_worker(task: RangeTask, i: int, tally: _Tally) -> None:
+    await run_in_subprocess(task, lambda event: tally(i, event), f"pipeline {i + 1} of {tally.n}")
+
+
 async def _in_process(job: Job, task: RangeTask, i: int, tally: _Tally) -> None:
     try:
         await run_range(job, task, lambda event: tally(i, event))
@@ -190,92 +191,19 @@ async def _in_process(job: Job, task: RangeTask, i: int, tally: _Tally) -> None:
         raise as_pgferry_error(exc, job.name) from exc
 
 
-async def _in_worker(task: RangeTask, i: int, tally: _Tally) -> None:
-    """Run one range in a worker process and relay its events; stop it if cancelled."""
-    job_name = str(task.job.get("name"))
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            _WORKER_MAIN,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            start_new_session=True,  # Ctrl-C goes to the coordinator, which stops the workers
-            limit=1 << 20,
-        )
-    except OSError as exc:  # not transient: a retry would meet the same executable
-        raise PgferryError(
-            f"cannot start a pipeline process ({sys.executable!r}: {exc}); set pipelines: 1 "
-            "to run in this process only",
-            job=job_name,
-        ) from exc
-    assert proc.stdin is not None and proc.stdout is not None
-    error: PgferryError | None = None
-    try:
-        try:
-            proc.stdin.write(task_json(task))
-            await proc.stdin.drain()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # it ended already: its exit code says how
-        while line := await proc.stdout.readline():
-            event = _decode(line)
-            if event.get("event") == "error":
-                error = pickle.loads(base64.b64decode(event["error"]))  # our own child's
-            elif event:
-                tally(i, event)
-        code = await proc.wait()
-    finally:
-        if proc.returncode is None:
-            await asyncio.shield(_stop(proc))
-    if error is not None:
-        raise error
-    if code != 0:
-        how = (
-            f"was killed by signal {-code} (out of memory?)"
-            if code < 0
-            else f"ended with exit code {code} (its error, if any, is on stderr)"
-        )
-        raise PgferryError(f"pipeline {i + 1} of {tally.n} (process {proc.pid}) {how}",
-                           job=job_name)  # fmt: skip
-
-
-def _decode(line: bytes) -> dict[str, Any]:
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return {}
-    return event if isinstance(event, dict) else {}
-
-
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    """SIGTERM (the worker rolls back its batch in flight and exits); SIGKILL if it hangs."""
-    try:
-        proc.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(proc.wait(), _STOP_TIMEOUT)
-    except ProcessLookupError:
-        return
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-
-
-async def run_parallel(
-    job: Job,
-    src: asyncpg.Connection,
-    writer: Writer,
-    plan: SourcePlan,
-    ranges: Ranges | None,
-    result: RunResult,
-    on_progress: ProgressCallback | None,
-) -> bool:
+async def run_parallel(ctx: LaneContext, ranges: Ranges | None) -> bool:
     """Run the job's rows through parallel pipelines if that is worthwhile.
 
     Args:
+        ctx: The single pipeline's inputs (its reader exports the shared snapshot).
         ranges: The plan of an earlier run that stopped part-way, to finish; else ``None``.
 
     Returns:
         ``False`` if the caller should run a single pipeline instead (nothing was written).
     """
+    job, src, plan, result = ctx.job, ctx.src, ctx.plan, ctx.result
+    writer = ctx.sink
+    assert isinstance(writer, PostgresSink)
     auto = job.pipelines == "auto" and ranges is None
     if auto:
         why = _too_small(plan.estimate)
@@ -338,7 +266,7 @@ async def run_parallel(
             cores(),
         )
         result.workers = ranges.count
-        await _run_ranges(job, writer, ranges, snapshot, tx, result, plan.estimate, on_progress)
+        await _run_ranges(job, writer, ranges, snapshot, tx, result, plan.estimate, ctx.on_progress)
     finally:
         await tx.end(commit=False)
     await _finish(job, writer, ranges)
@@ -428,7 +356,7 @@ async def _probe(
 
 async def _run_ranges(
     job: Job,
-    writer: Writer,
+    writer: PostgresSink,
     ranges: Ranges,
     snapshot: str,
     tx: _SnapshotTransaction,
@@ -440,7 +368,7 @@ async def _run_ranges(
     parts = ranges.partitions(partition)
     tally = _Tally(result, ranges.count, estimate, on_progress)
     n = ranges.count
-    tasks = [_range_task(job, p, n, snapshot, writer.accepts, result.run_id) for p in parts]
+    tasks = [_range_task(job, p, n, snapshot, writer.columns, result.run_id) for p in parts]
 
     async def release_snapshot() -> None:
         # The exported snapshot lives as long as the transaction that exported it.
@@ -455,7 +383,7 @@ async def _run_ranges(
     await run_stages(*stages)
 
 
-async def _finish(job: Job, writer: Writer, ranges: Ranges) -> None:
+async def _finish(job: Job, writer: PostgresSink, ranges: Ranges) -> None:
     """Forget the ranges (their ledger rows and the plan); finish the target."""
     await forget_ranges(
         writer.conn, writer.store, job, writer.partition, writer.result, ranges, done=True
@@ -466,7 +394,7 @@ async def _finish(job: Job, writer: Writer, ranges: Ranges) -> None:
 
 async def resume_in_process(
     job: Job,
-    writer: Writer,
+    writer: PostgresSink,
     ranges: Ranges,
     result: RunResult,
     estimate: int | None,

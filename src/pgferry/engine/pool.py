@@ -12,17 +12,17 @@ import contextlib
 import functools
 import logging
 import multiprocessing.context as mp_context
-import os
 import pickle
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, TypeVar
+from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from multiprocessing.connection import wait as wait_for_sentinels
+from typing import Any, TypeVar
 
-from pgferry.engine.transform import (
+from pgferry.engine.functions import (
     Columns,
     Rows,
     TransformReject,
@@ -31,11 +31,11 @@ from pgferry.engine.transform import (
     is_batch_transform,
     load_transform,
 )
-
-if TYPE_CHECKING:  # imported when a pool starts: not every run pays for them
-    from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pgferry.engine.host import cores
+from pgferry.engine.items import TransformOutput
 
 __all__ = [
+    "TransformPool",
     "can_start_pool",
     "default_pool_size",
     "measure_pool_benefit",
@@ -64,7 +64,7 @@ def _init_worker(import_path: str) -> None:
 
 def run_in_worker(
     columns: Columns, rows: Rows, key: Sequence[str] | None, collect_rejects: bool
-) -> tuple[Columns | None, Rows, float, list[TransformReject]]:
+) -> TransformOutput:
     """Pool task: transform one batch; returns columns, rows, CPU seconds and rejects."""
     assert _worker_fn is not None, "pool worker was not initialised"
     return _timed(_worker_fn, columns, rows, key, collect_rejects)
@@ -72,12 +72,12 @@ def run_in_worker(
 
 def _timed(
     fn: Callable[..., Any], columns: Columns, rows: Rows, key: Any, collect_rejects: bool
-) -> tuple[Columns | None, Rows, float, list[TransformReject]]:
+) -> TransformOutput:
     # The calling thread's CPU time: a worker's only thread, or the parent's fallback thread.
     start = time.thread_time()
     rejects: list[TransformReject] | None = [] if collect_rejects else None
     out_cols, out_rows = apply_transform(fn, is_batch_transform(fn), columns, rows, key, rejects)
-    return out_cols, out_rows, time.thread_time() - start, rejects or []
+    return TransformOutput(out_cols, out_rows, time.thread_time() - start, rejects or [])
 
 
 def can_start_pool() -> str | None:
@@ -93,7 +93,7 @@ def can_start_pool() -> str | None:
     return None
 
 
-def start_pool(import_path: str, workers: int, *, job: str | None = None) -> ProcessPoolExecutor:
+def start_pool(import_path: str, workers: int, *, job: str | None = None) -> TransformPool:
     """A pool of ``workers`` spawned processes with the transform imported in each.
 
     ``spawn`` rather than ``fork``: the parent runs an event loop and may hold threads and
@@ -105,7 +105,7 @@ def start_pool(import_path: str, workers: int, *, job: str | None = None) -> Pro
     included, in this process: each future still gets its batch's result. A transform that
     raises fails its batch as in a worker.
     """
-    return _pool_type()(import_path, workers, job)
+    return TransformPool(import_path, workers, job)
 
 
 _main_lock = threading.Lock()
@@ -145,7 +145,18 @@ class _WorkerProcess(mp_context.SpawnProcess):
 
 
 class _WorkerContext(mp_context.SpawnContext):
-    Process = _WorkerProcess
+    """Spawns the pool's workers and remembers them, for their exit codes and a final join."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.processes: list[_WorkerProcess] = []
+
+    # multiprocessing's contexts name their process factory ``Process``; an instance method
+    # here (not the class attribute) lets this context remember what it started.
+    def Process(self, *args: Any, **kwargs: Any) -> _WorkerProcess:  # type: ignore[override]
+        proc = _WorkerProcess(*args, **kwargs)
+        self.processes.append(proc)
+        return proc
 
 
 class _Fallback:
@@ -165,8 +176,6 @@ class _Fallback:
         with self._lock:
             if self.reason is not None:
                 return
-            from concurrent.futures import ThreadPoolExecutor
-
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="pgferry-transform")
             self.reason = reason
         log.warning(
@@ -201,80 +210,88 @@ class _Fallback:
             self._thread.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
-@functools.cache
-def _pool_type() -> Callable[[str, int, str | None], ProcessPoolExecutor]:
-    # Defined on first use: concurrent.futures.process loads only when a pool starts.
-    from concurrent.futures import BrokenExecutor, ProcessPoolExecutor
+class TransformPool(ProcessPoolExecutor):
+    """A process pool whose batches go to a thread of the parent once its workers are gone."""
 
-    class TransformPool(ProcessPoolExecutor):
-        def __init__(self, import_path: str, workers: int, job: str | None) -> None:
-            super().__init__(workers, _WorkerContext(), _init_worker, (import_path,))
-            self._fallback = _Fallback(import_path, job)
+    def __init__(self, import_path: str, workers: int, job: str | None) -> None:
+        self._context = _WorkerContext()
+        super().__init__(workers, self._context, _init_worker, (import_path,))
+        self._fallback = _Fallback(import_path, job)
 
-        def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
-            assert not kwargs, "pool tasks take positional arguments"
-            outer: Future[T] = Future()
-            if self._fallback.reason is None:
-                try:
-                    inner = super().submit(fn, *args)
-                except (BrokenExecutor, OSError) as exc:
-                    self._engage(exc)
-                else:
-                    task = [fn, args]
-                    inner.add_done_callback(lambda f: self._settle(f, outer, task))
-                    outer.add_done_callback(lambda f: f.cancelled() and inner.cancel())
-                    return outer
-            self._fallback.run(outer, fn, args)
-            return outer
+    @property
+    def processes(self) -> list[_WorkerProcess]:
+        """Every worker process the pool started (alive or not)."""
+        return list(self._context.processes)
 
-        def _settle(self, inner: Future[Any], outer: Future[Any], task: list[Any]) -> None:
-            fn, args = task
-            task.clear()  # the batch's rows: not kept until its result is loaded
-            exc = None if inner.cancelled() else inner.exception()
-            if isinstance(exc, BrokenExecutor):
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
+        assert not kwargs, "pool tasks take positional arguments"
+        outer: Future[T] = Future()
+        if self._fallback.reason is None:
+            try:
+                inner = super().submit(fn, *args)
+            except (BrokenExecutor, OSError) as exc:
                 self._engage(exc)
-                self._fallback.run(outer, fn, args)
-            elif inner.cancelled():
-                outer.cancel()
-            elif outer.set_running_or_notify_cancel():
-                if exc is None:
-                    outer.set_result(inner.result())
-                else:
-                    outer.set_exception(exc)
+            else:
+                task = [fn, args]
+                inner.add_done_callback(lambda f: self._settle(f, outer, task))
+                outer.add_done_callback(lambda f: f.cancelled() and inner.cancel())
+                return outer
+        self._fallback.run(outer, fn, args)
+        return outer
 
-        def _engage(self, exc: BaseException) -> None:
-            if self._fallback.reason is None:
-                self._fallback.engage(self._why(exc))
+    def _settle(self, inner: Future[Any], outer: Future[Any], task: list[Any]) -> None:
+        fn, args = task
+        task.clear()  # the batch's rows: not kept until its result is loaded
+        exc = None if inner.cancelled() else inner.exception()
+        if isinstance(exc, BrokenExecutor):
+            self._engage(exc)
+            self._fallback.run(outer, fn, args)
+        elif inner.cancelled():
+            outer.cancel()
+        elif outer.set_running_or_notify_cancel():
+            if exc is None:
+                outer.set_result(inner.result())
+            else:
+                outer.set_exception(exc)
 
-        def _why(self, exc: BaseException) -> str:
-            from multiprocessing.connection import wait
+    def _engage(self, exc: BaseException) -> None:
+        if self._fallback.reason is None:
+            self._fallback.engage(self._why(exc))
 
-            procs = list((getattr(self, "_processes", None) or {}).values())
-            # The pool may notice a worker's pipe close before the worker can be reaped.
-            ready = set(wait([p.sentinel for p in procs], timeout=1)) if procs else set()
-            for proc in procs:
-                if proc.sentinel in ready:
-                    proc.join()  # it has exited: this reaps it, for its exit code
-                code = proc.exitcode
-                if code and code < 0:
-                    name = next((s.name for s in signal.Signals if s == -code), f"signal {-code}")
-                    oom = " (out of memory?)" if code == -signal.SIGKILL else ""
-                    return f"pid {proc.pid} killed by {name}{oom}"
-                if code:
-                    return f"pid {proc.pid} exited with code {code}"
-            return f"{type(exc).__name__}: {exc}"
+    def _why(self, exc: BaseException) -> str:
+        procs = [p for p in self.processes if p.pid is not None]
+        # The pool may notice a worker's pipe close before the worker can be reaped.
+        ready = set(wait_for_sentinels([p.sentinel for p in procs], timeout=1)) if procs else set()
+        for proc in procs:
+            if proc.sentinel in ready:
+                proc.join()  # it has exited: this reaps it, for its exit code
+            code = proc.exitcode
+            if code and code < 0:
+                name = next((s.name for s in signal.Signals if s == -code), f"signal {-code}")
+                oom = " (out of memory?)" if code == -signal.SIGKILL else ""
+                return f"pid {proc.pid} killed by {name}{oom}"
+            if code:
+                return f"pid {proc.pid} exited with code {code}"
+        return f"{type(exc).__name__}: {exc}"
 
-        def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
-            super().shutdown(wait=wait, cancel_futures=cancel_futures)
-            self._fallback.shutdown(wait, cancel_futures)
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
+        self._fallback.shutdown(wait, cancel_futures)
 
-    return TransformPool
+    def join_workers(self, timeout: float = 5.0) -> None:
+        """Wait for every worker to exit after :meth:`shutdown`; kill those that hang."""
+        for proc in self.processes:
+            if proc.pid is None:
+                continue
+            proc.join(timeout=timeout)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(timeout=timeout)
 
 
 def default_pool_size() -> int:
     """Workers for ``workers: auto``: leave one core for the main process's decode and COPY."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, min((cores or 1) - 1, 8))
+    return max(1, min(cores() - 1, 8))
 
 
 _PICKLE_SAMPLE = 1_000
@@ -303,10 +320,10 @@ def measure_pool_benefit(
     pickle.loads(pickle.dumps(out_rows[:n_out], protocol=pickle.HIGHEST_PROTOCOL))
     ser = (time.perf_counter() - start) / n_in
     per_row = transform_seconds / len(rows)
-    use = per_row > 2 * ser and default_pool_size() >= 1 and (os.cpu_count() or 1) >= 2
+    use = per_row > 2 * ser and default_pool_size() >= 1 and cores() >= 2
     why = (
         f"transform {per_row * 1e6:.1f} µs/row vs pickling {ser * 1e6:.1f} µs/row "
-        f"on {os.cpu_count()} cores"
+        f"on {cores()} cores"
     )
     return use, why
 

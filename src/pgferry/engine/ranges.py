@@ -8,8 +8,8 @@ every range after its own last batch; a finished run removes them in one transac
 (:func:`forget_ranges`).
 
 While a pipeline runs it holds :func:`pipelines_lock` in shared mode, and every run waits for
-that lock (:func:`no_pipelines`) before it reads the ledger: a pipeline that outlived its
-coordinator can never write next to a new run.
+that lock (:func:`pgferry.locks.wait_for_no_pipelines`) before it reads the ledger: a pipeline
+that outlived its coordinator can never write next to a new run.
 """
 
 from __future__ import annotations
@@ -21,17 +21,17 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from pgferry.engine import transform as tf
+from pgferry import locks, schema
+from pgferry.engine import functions as tf
 from pgferry.engine.plan import PIPELINES_MARKER, SourcePlan
 from pgferry.result import RunResult
 from pgferry.spec import Job, Partition
-from pgferry.state import ConcurrentRunError, LedgerEntry, StateStore
+from pgferry.state import LedgerEntry, StateStore
 
 __all__ = [
     "MARKER",
     "Ranges",
     "forget_ranges",
-    "no_pipelines",
     "parse_marker",
     "pipelines_lock",
     "transform_path",
@@ -41,7 +41,6 @@ __all__ = [
 log = logging.getLogger("pgferry")
 
 MARKER = PIPELINES_MARKER
-_INTEGER_TYPES = {"smallint", "integer", "bigint"}
 
 
 @dataclass
@@ -93,36 +92,7 @@ def parse_marker(progress: Sequence[str] | None) -> Ranges | None:
 
 def pipelines_lock(job: Job) -> str:
     """The advisory lock a job's pipelines hold in shared mode while they run."""
-    partition = job.partition.name if job.partition else ""
-    return StateStore.lock_name(job.name, partition) + "\x1fpipelines"
-
-
-async def no_pipelines(conn: asyncpg.Connection, job: Job) -> None:
-    """Wait until no pipeline of an earlier run of the job is alive (up to ``lock_wait``).
-
-    Raises:
-        ConcurrentRunError: One still was after ``lock_wait`` seconds.
-    """
-    name = pipelines_lock(job)
-    if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtextextended($1, 0))", name):
-        log.warning("job %s: waiting for the pipelines of an earlier run to end", job.name)
-        try:
-            await conn.execute(
-                "SELECT set_config('lock_timeout', $1, false)",
-                f"{max(1, int(job.lock_wait * 1000))}ms",
-            )
-            await conn.execute("SELECT pg_advisory_lock(hashtextextended($1, 0))", name)
-        except asyncpg.LockNotAvailableError as exc:
-            raise ConcurrentRunError(
-                f"pipelines of an earlier run of job {job.name!r} are still active after "
-                f"{job.lock_wait:g} s (lock_wait)",
-                job=job.name,
-                stage="plan",
-            ) from exc
-        finally:
-            if not conn.is_closed():
-                await conn.execute("RESET lock_timeout")
-    await conn.execute("SELECT pg_advisory_unlock(hashtextextended($1, 0))", name)
+    return locks.pipelines_lock_name(job.name, job.partition.name if job.partition else "")
 
 
 def why_not_parallel(job: Job, plan: SourcePlan) -> str | None:
@@ -149,7 +119,7 @@ def why_not_parallel(job: Job, plan: SourcePlan) -> str | None:
     if len(key) != 1:
         return "key ranges need a single-column key (source.key or target.key)"
     types = {c.name: c.type for c in plan.columns}
-    if types.get(key[0]) not in _INTEGER_TYPES:
+    if types.get(key[0]) not in schema.INTEGER_TYPES:
         return f"the key {key[0]!r} is not an integer column"
     if job.target.mode == "upsert" and job.upsert_key != key:
         return "the upsert key differs from the key the ranges split"

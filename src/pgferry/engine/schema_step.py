@@ -9,7 +9,7 @@ every difference is listed at once. Then, by ``target.schema_changes``:
   more fractional seconds); a column the rows no longer have loses its ``NOT NULL``. A type
   change that needs a rewrite (``integer`` to ``bigint``, ``text`` to ``jsonb``…) is an error
   unless ``target.allow_rewrite``: then a copy of the table with the new types is filled from
-  the live one and swapped in (:mod:`pgferry.engine.replace`), keeping indexes, grants,
+  the live one and swapped in (:mod:`pgferry.engine.sinks.replace`), keeping indexes, grants,
   comments, owner and dependent views.
 * ``freeze``: any difference is an error listing all of them; nothing changes.
 * ``discard``: new columns are not loaded; the target stays as it is.
@@ -35,7 +35,7 @@ from typing import Any, Literal
 import asyncpg
 
 from pgferry import schema, sql, views
-from pgferry.engine.replace import ReplacePlan
+from pgferry.engine.sinks.replace import ReplacePlan
 from pgferry.errors import LoadError, SchemaError, SchemaLockError
 from pgferry.schema import Column
 from pgferry.spec import Job

@@ -36,18 +36,22 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import asyncpg
-
-from pgferry.connection import close_quietly, connect, is_transient_pg_error
-from pgferry.engine.load import Writer
-from pgferry.engine.pipeline import Progress, run_rows
+from pgferry import locks
+from pgferry.connection import close_quietly
+from pgferry.engine.connect import connect_side
+from pgferry.engine.host import loop_factory, relaxed_gc
+from pgferry.engine.lanes.base import LaneContext
+from pgferry.engine.lanes.rows import run_rows
 from pgferry.engine.plan import plan_source
-from pgferry.errors import PgferryError, TransientError
+from pgferry.engine.progress import Progress
+from pgferry.engine.sinks.postgres import PostgresSink
+from pgferry.errors import PgferryError
 from pgferry.result import RunResult
+from pgferry.retry import as_pgferry_error
 from pgferry.spec import Job
 from pgferry.state import StateStore
 
-__all__ = ["RangeTask", "as_pgferry_error", "hold_pipelines_lock", "run_range"]
+__all__ = ["RangeTask", "run_in_subprocess", "run_range", "task_json"]
 
 log = logging.getLogger("pgferry")
 
@@ -80,19 +84,6 @@ class RangeTask:
     log_level: int = logging.WARNING
 
 
-def as_pgferry_error(exc: BaseException, job: str) -> PgferryError:
-    """``exc`` as a :class:`PgferryError` (transient where a retry may help)."""
-    if isinstance(exc, PgferryError):
-        return exc.with_context(job=job)
-    cls = TransientError if is_transient_pg_error(exc) else PgferryError
-    return cls(f"{type(exc).__name__}: {exc}", job=job)
-
-
-async def hold_pipelines_lock(conn: asyncpg.Connection, lock: str) -> None:
-    """Hold ``lock`` in shared mode for the life of ``conn`` (see ``parallel.no_pipelines``)."""
-    await conn.execute("SELECT pg_advisory_lock_shared(hashtextextended($1, 0))", lock)
-
-
 async def run_range(job: Job, task: RangeTask, emit: Emit) -> None:
     """Run one range of a parallel run to its end, emitting events; raises on failure."""
     assert job.partition is not None
@@ -113,30 +104,16 @@ async def run_range(job: Job, task: RangeTask, emit: Emit) -> None:
         )
 
     try:
-        src = await connect(
-            job.source.dsn,
-            role="source",
-            job=job.name,
-            timeout=job.connect_timeout,
-            statement_timeout=job.statement_timeout,
-            purpose="reader",
-        )
-        tgt = await connect(
-            job.target.dsn,
-            role="target",
-            job=job.name,
-            timeout=job.connect_timeout,
-            statement_timeout=job.statement_timeout,
-            purpose="loader",
-        )
-        await hold_pipelines_lock(tgt, task.lock)
+        src = await connect_side(job, "source", purpose="reader")
+        tgt = await connect_side(job, "target", purpose="loader")
+        await locks.hold_shared(tgt, task.lock)
         ledger = await store.read(tgt, job.name, result.partition)
         plan = await plan_source(src, job, ledger)
-        writer = Writer(job, tgt, store, result, plan)
-        await run_rows(
+        sink = PostgresSink(job, tgt, store, result, plan)
+        ctx = LaneContext(
             job,
             src,
-            writer,
+            sink,
             plan,
             result,
             on_progress,
@@ -144,6 +121,7 @@ async def run_range(job: Job, task: RangeTask, emit: Emit) -> None:
             prepared=task.columns or None,
             on_snapshot=lambda: emit({"event": "ready"}),
         )
+        await run_rows(ctx)
         emit(
             {
                 "event": "done",
@@ -153,6 +131,85 @@ async def run_range(job: Job, task: RangeTask, emit: Emit) -> None:
     finally:
         await close_quietly(src)
         await close_quietly(tgt)
+
+
+# --- The coordinator's side -------------------------------------------------------------------
+
+# Not ``-m pgferry.engine.worker``: importing the package first would import the module twice.
+_WORKER_MAIN = "import sys; from pgferry.engine.worker import main; sys.exit(main())"
+_STOP_TIMEOUT = 10.0
+
+
+async def run_in_subprocess(task: RangeTask, emit: Emit, label: str) -> None:
+    """Run one range in a worker process, relay its events to ``emit``; stop it if cancelled.
+
+    Raises:
+        PgferryError: The worker's own error, or how it ended (``label`` names it).
+    """
+    job_name = str(task.job.get("name"))
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _WORKER_MAIN,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            start_new_session=True,  # Ctrl-C goes to the coordinator, which stops the workers
+            limit=1 << 20,
+        )
+    except OSError as exc:  # not transient: a retry would meet the same executable
+        raise PgferryError(
+            f"cannot start a pipeline process ({sys.executable!r}: {exc}); set pipelines: 1 "
+            "to run in this process only",
+            job=job_name,
+        ) from exc
+    assert proc.stdin is not None and proc.stdout is not None
+    error: PgferryError | None = None
+    try:
+        try:
+            proc.stdin.write(task_json(task))
+            await proc.stdin.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # it ended already: its exit code says how
+        while line := await proc.stdout.readline():
+            event = _decode(line)
+            if event.get("event") == "error":
+                error = pickle.loads(base64.b64decode(event["error"]))  # our own child's
+            elif event:
+                emit(event)
+        code = await proc.wait()
+    finally:
+        if proc.returncode is None:
+            await asyncio.shield(_stop(proc))
+    if error is not None:
+        raise error
+    if code != 0:
+        how = (
+            f"was killed by signal {-code} (out of memory?)"
+            if code < 0
+            else f"ended with exit code {code} (its error, if any, is on stderr)"
+        )
+        raise PgferryError(f"{label} (process {proc.pid}) {how}", job=job_name)
+
+
+def _decode(line: bytes) -> dict[str, Any]:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return {}
+    return event if isinstance(event, dict) else {}
+
+
+async def _stop(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM (the worker rolls back its batch in flight and exits); SIGKILL if it hangs."""
+    try:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), _STOP_TIMEOUT)
+    except ProcessLookupError:
+        return
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
 
 
 # --- The worker process ----------------------------------------------------------------------
@@ -224,12 +281,9 @@ def main() -> int:
     logger.setLevel(task.log_level)
     logger.addHandler(_Forward(emit))
     logger.propagate = False
-    from pgferry import _loop_factory
-    from pgferry.engine.run import relaxed_gc
-
     job_name = str(task.job.get("name", ""))
     try:
-        with relaxed_gc(), asyncio.Runner(loop_factory=_loop_factory()) as runner:
+        with relaxed_gc(), asyncio.Runner(loop_factory=loop_factory()) as runner:
             runner.run(_main_async(task, emit))
     except (asyncio.CancelledError, KeyboardInterrupt):
         return 4

@@ -3,8 +3,7 @@
 ``COPY (…) TO STDOUT (FORMAT binary)`` on the source feeds ``COPY … FROM STDIN (FORMAT
 binary)`` on the target through a bounded queue of raw chunks; the whole stream and its ledger
 entry are one transaction. The same stream carries a full upsert's source keys for
-:func:`sync_deletes`. The ``rows`` path and the shared stage machinery are in
-:mod:`pgferry.engine.pipeline`.
+:func:`sync_deletes`.
 """
 
 from __future__ import annotations
@@ -18,25 +17,22 @@ from typing import Any
 import asyncpg
 
 from pgferry import sql
-from pgferry.engine.extract import END, extract_failure
-from pgferry.engine.load import Writer
-from pgferry.engine.load_errors import load_failure
-from pgferry.engine.pipeline import Progress, ProgressCallback, run_stages
+from pgferry.engine.extract import extract_failure
+from pgferry.engine.lanes.base import LaneContext
 from pgferry.engine.plan import SourcePlan
-from pgferry.errors import LoadError
+from pgferry.engine.progress import Progress, ProgressCallback
+from pgferry.engine.sinks.postgres import PostgresSink
+from pgferry.engine.sinks.postgres_errors import load_failure
+from pgferry.engine.stages import END, run_stages
+from pgferry.errors import RowLevelPipeFailure
 from pgferry.result import RunResult
 from pgferry.spec import Job
 
-__all__ = ["RowLevelPipeFailure", "pipe", "run_pipe", "sync_deletes"]
+__all__ = ["pipe", "run_pipe", "sync_deletes"]
 
 log = logging.getLogger("pgferry")
 
 _WRITE_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
-
-
-class RowLevelPipeFailure(LoadError):
-    """A row in the binary stream was refused; the run falls back to decoded rows, which can
-    name the row and set it aside."""
 
 
 async def pipe(
@@ -105,15 +101,12 @@ async def pipe(
     return written
 
 
-async def run_pipe(
-    job: Job,
-    src: asyncpg.Connection,
-    writer: Writer,
-    plan: SourcePlan,
-    result: RunResult,
-    on_progress: ProgressCallback | None,
-) -> None:
+async def run_pipe(ctx: LaneContext) -> None:
     """The binary pipe: one COPY stream, committed with its ledger entry in one transaction."""
+    job, src, plan, result = ctx.job, ctx.src, ctx.plan, ctx.result
+    writer = ctx.sink
+    if not isinstance(writer, PostgresSink):
+        raise TypeError(f"the binary pipe writes to PostgreSQL only, not {type(writer).__name__}")
     result.path = "pipe"
     await writer.prepare(plan.columns, {c.name for c in plan.columns})
     select = sql.select_with_casts(
@@ -162,7 +155,7 @@ async def run_pipe(
         write=write,
         after_read=read_position,
         result=result,
-        on_progress=on_progress,
+        on_progress=ctx.on_progress,
     )
     result.rows_read += copied
     result.rows_written += rows
@@ -172,7 +165,7 @@ async def run_pipe(
 
 
 async def sync_deletes(
-    job: Job, src: asyncpg.Connection, writer: Writer, plan: SourcePlan, result: RunResult
+    job: Job, src: asyncpg.Connection, writer: PostgresSink, plan: SourcePlan, result: RunResult
 ) -> None:
     """Delete target rows whose key is gone from the source (full upsert runs)."""
     key = job.upsert_key or []

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-import random
 from dataclasses import dataclass, field
 
 import asyncpg
 
 from pgferry import sql
 from pgferry import views as pgviews
-from pgferry.errors import LoadError, TransientLoadError
+from pgferry.errors import LoadError
+from pgferry.retry import RetryPolicy
 from pgferry.sql import TableName
 
 __all__ = ["ReplacePlan"]
@@ -106,34 +105,41 @@ class ReplacePlan:
     async def swap(self, conn: asyncpg.Connection, *, lock_timeout: float, retries: int) -> None:
         """Swap the shadow in, retrying when the target's lock is not granted in time.
 
+        Each try waits at most ``lock_timeout`` for the lock, so readers queued behind the
+        swap wait no longer than that. The retries are the swap's own (the run does not retry
+        a swap again: a terminal error once they are spent, so the two never multiply).
+
         Raises:
-            TransientLoadError: The lock was not granted after ``retries`` attempts.
-            LoadError: The swap failed for another reason (e.g. a materialized view or a
-                foreign key depends on the target); the target is unchanged.
+            LoadError: The lock was not granted after ``retries`` tries, or the swap failed
+                for another reason (e.g. a materialized view or a foreign key depends on the
+                target); either way the target is unchanged.
         """
-        for attempt in range(1, retries + 1):
-            try:
-                async with conn.transaction():
-                    await conn.execute(sql.set_lock_timeout(), f"{int(lock_timeout * 1000)}ms")
-                    if self.existed:
-                        await self._swap_existing(conn)
-                    else:
-                        await conn.execute(sql.rename_table(self.shadow, self.target.name))
-                return
-            except asyncpg.LockNotAvailableError as exc:
-                if attempt == retries:
-                    raise TransientLoadError(
-                        f"could not lock {self.target} for the replace swap after {retries} "
-                        f"attempts of {lock_timeout:g} s: {exc}",
-                    ) from exc
-                delay = min(30.0, 0.5 * 2**attempt) * (0.5 + random.random())
-                log.warning("swap of %s: lock not granted, retrying in %.1f s", self.target, delay)
-                await asyncio.sleep(delay)
-            except asyncpg.PostgresError as exc:
-                raise LoadError(
-                    f"replacing {self.target} failed, the old table is unchanged: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
+
+        async def once() -> None:
+            async with conn.transaction():
+                await conn.execute(sql.set_lock_timeout(), f"{int(lock_timeout * 1000)}ms")
+                if self.existed:
+                    await self._swap_existing(conn)
+                else:
+                    await conn.execute(sql.rename_table(self.shadow, self.target.name))
+
+        policy = RetryPolicy(retries=max(0, retries - 1), initial=0.5, cap=30.0)
+        try:
+            await policy.call(
+                once,
+                what=f"swap of {self.target}",
+                retry_on=lambda exc: isinstance(exc, asyncpg.LockNotAvailableError),
+            )
+        except asyncpg.LockNotAvailableError as exc:
+            raise LoadError(
+                f"could not lock {self.target} for the replace swap after {retries} tries of "
+                f"{lock_timeout:g} s, the old table is unchanged: {exc}",
+            ) from exc
+        except asyncpg.PostgresError as exc:
+            raise LoadError(
+                f"replacing {self.target} failed, the old table is unchanged: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
 
     async def swap_in_transaction(self, conn: asyncpg.Connection) -> None:
         """Swap the shadow in inside the caller's transaction (which sets ``lock_timeout``

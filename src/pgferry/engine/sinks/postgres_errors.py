@@ -15,8 +15,8 @@ from typing import Any
 import asyncpg
 
 from pgferry import sql
-from pgferry.connection import is_transient_pg_error
 from pgferry.errors import LoadError, PgferryError, TransientLoadError
+from pgferry.retry import is_transient
 from pgferry.sql import TableName
 
 __all__ = ["explain_encode_failure", "load_failure"]
@@ -44,7 +44,7 @@ def load_failure(
     m2 = _WHERE_COLUMN.search(where)
     if column is None and m2:
         column = m2.group(1).strip('"').replace('""', '"')
-    cls = TransientLoadError if is_transient_pg_error(exc) else LoadError
+    cls = TransientLoadError if is_transient(exc) else LoadError
     detail = f" ({where.splitlines()[0]})" if where else ""
     return cls(
         f"writing to {table} failed: {type(exc).__name__}: {text}{detail}",
