@@ -13,7 +13,8 @@
     ├── ExtractError                       reading the source failed
     ├── TransformError                     the user's transform failed or returned bad rows
     └── LoadError                          writing the target failed
-        └── RowLevelPipeFailure            the binary pipe met a row the target refused
+        ├── RowLevelPipeFailure            the binary pipe met a row the target refused
+        └── SchemaLockError                a schema change never got its lock; names blockers
 
 Every error carries the job name and, where known, the stage, the batch number and the column,
 and its message names them. Errors that may succeed when retried (a lost connection, a server
