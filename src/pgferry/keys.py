@@ -14,6 +14,7 @@ the resolved job), sees the same key.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -21,10 +22,18 @@ import asyncpg
 
 from pgferry import schema
 from pgferry.errors import ConfigError
+from pgferry.schema import Column
 from pgferry.spec import Job
 from pgferry.sql import TableName
 
-__all__ = ["KeyChoice", "SourceKeys", "choose_key", "read_source_keys", "resolve"]
+__all__ = [
+    "KeyChoice",
+    "SourceKeys",
+    "choose_key",
+    "created_primary_key",
+    "read_source_keys",
+    "resolve",
+]
 
 Origin = Literal["job", "primary key", "unique index", "none"]
 
@@ -196,3 +205,27 @@ async def resolve(conn: asyncpg.Connection, job: Job) -> tuple[Job, KeyChoice]:
         found = await read_source_keys(conn, job.source.table)
     choice = choose_key(job, found)
     return apply_key(job, choice), choice
+
+
+def created_primary_key(
+    job: Job, choice: KeyChoice | None, incoming: Sequence[Column]
+) -> tuple[str, ...]:
+    """The PRIMARY KEY of a target pgferry creates: the source's, where it holds.
+
+    Only where every key lands in the target once: ``upsert`` on exactly the source's primary
+    key, and ``replace`` without a transform (a snapshot of the source). An ``append`` gets
+    none: an incremental append writes a new version of a row as a new row. The key's columns
+    must pass through unchanged (``NOT NULL`` in the rows).
+    """
+    primary = choice.source.primary if choice and choice.source else None
+    if not primary:
+        return ()
+    mode = job.target.mode
+    if mode == "upsert":
+        fits = set(job.upsert_key or ()) == set(primary)
+    else:
+        fits = mode == "replace" and job.transform is None
+    by_name = {c.name: c for c in incoming}
+    if fits and all(k in by_name and by_name[k].not_null for k in primary):
+        return primary
+    return ()

@@ -1,4 +1,5 @@
-"""Identifier quoting and SQL text: the only module that composes SQL.
+"""Identifier quoting and SQL text: the module that composes SQL (with :mod:`pgferry.ddl`,
+the schema step's and views' DDL, built from the same quoting).
 
 Every identifier that reaches SQL goes through :func:`quote_ident`; every value is a bind
 parameter (``$1``) or travels through COPY. Type names that appear in SQL text come from the
@@ -275,26 +276,6 @@ def replace_view(view: str, definition: str) -> str:
     return f"CREATE OR REPLACE VIEW {view} AS {definition}"
 
 
-def drop_view(view: str) -> str:
-    """``DROP VIEW`` of a view named by ``regclass`` text (server output; no CASCADE)."""
-    return f"DROP VIEW {view}"
-
-
-def create_view(view: str, definition: str, options: Sequence[str] = ()) -> str:
-    """``CREATE VIEW`` again from server output: ``regclass`` text, ``reloptions`` entries
-    (``name=value``, names checked) and ``pg_get_viewdef``."""
-    with_ = ""
-    if options:
-        items = []
-        for option in options:
-            name, _, value = option.partition("=")
-            if not _BARE.fullmatch(name) or not re.fullmatch(r"[A-Za-z0-9_.]+", value):
-                raise ConfigError(f"unexpected view option {option!r}")
-            items.append(f"{name} = {value}")
-        with_ = f" WITH ({', '.join(items)})"
-    return f"CREATE VIEW {view}{with_} AS {definition}"
-
-
 def create_probe_view(query: str) -> str:
     """A temporary view over the user's source query, to read its exact column types."""
     return f"CREATE TEMPORARY VIEW pgferry_probe AS {query}"
@@ -316,8 +297,6 @@ FORMAT_COMMENT_ON_TABLE = "SELECT format('COMMENT ON TABLE %s IS %L', $1::text, 
 FORMAT_COMMENT_ON_COLUMN = (
     "SELECT format('COMMENT ON COLUMN %s.%I IS %L', $1::text, $2::text, $3::text)"
 )
-FORMAT_COMMENT_ON_VIEW = "SELECT format('COMMENT ON VIEW %s IS %L', $1::text, $2::text)"
-FORMAT_VIEW_OWNER = "SELECT format('ALTER VIEW %s OWNER TO %I', $1::text, $2::text)"
 FORMAT_OWNER = "SELECT format('ALTER TABLE %s OWNER TO %I', $1::text, $2::text)"
 
 
@@ -496,60 +475,3 @@ def count_rows(query: str) -> str:
 def create_schema(schema: str) -> str:
     """``CREATE SCHEMA IF NOT EXISTS``."""
     return f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}"
-
-
-# --- Schema evolution (pgferry.evolve) ----------------------------------------------------------
-
-
-def add_column(table: TableName, column: str, type_name: str) -> str:
-    """``ALTER TABLE … ADD COLUMN IF NOT EXISTS`` (nullable, no default: no rewrite)."""
-    return (
-        f"ALTER TABLE {table.sql} ADD COLUMN IF NOT EXISTS {quote_ident(column)} "
-        f"{check_type_name(type_name)}"
-    )
-
-
-def alter_column_type(table: TableName, column: str, type_name: str, *, using: bool) -> str:
-    """``ALTER TABLE … ALTER COLUMN … TYPE …`` (``using``: convert with an explicit cast)."""
-    col = quote_ident(column)
-    new = check_type_name(type_name)
-    suffix = f" USING {col}::{new}" if using else ""
-    return f"ALTER TABLE {table.sql} ALTER COLUMN {col} TYPE {new}{suffix}"
-
-
-def drop_not_null(table: TableName, column: str) -> str:
-    """``ALTER TABLE … ALTER COLUMN … DROP NOT NULL``."""
-    return f"ALTER TABLE {table.sql} ALTER COLUMN {quote_ident(column)} DROP NOT NULL"
-
-
-def lock_table_share(table: TableName) -> str:
-    """``LOCK TABLE … IN SHARE MODE``: readers go on, writers wait (a consistent copy)."""
-    return f"LOCK TABLE {table.sql} IN SHARE MODE"
-
-
-def copy_table_rows(
-    into: TableName, source: TableName, columns: Sequence[str], casts: dict[str, str]
-) -> str:
-    """``INSERT INTO into (cols) OVERRIDING SYSTEM VALUE SELECT cols FROM source``, casting the
-    columns named in ``casts`` to their new types."""
-    items = [
-        f"{quote_ident(c)}::{check_type_name(casts[c])}" if c in casts else quote_ident(c)
-        for c in columns
-    ]
-    return (
-        f"INSERT INTO {into.sql} ({quote_columns(columns)}) OVERRIDING SYSTEM VALUE "
-        f"SELECT {', '.join(items)} FROM {source.sql}"
-    )
-
-
-BLOCKERS = """
-SELECT DISTINCT a.pid, coalesce(a.application_name, ''),
-       extract(epoch FROM clock_timestamp() - a.xact_start)::float8
-FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
-WHERE l.locktype = 'relation' AND l.relation = to_regclass($1) AND l.granted
-  AND l.pid <> pg_backend_pid()
-ORDER BY 1
-"""
-"""Sessions holding any lock on a table (``$1``: its quoted name): what a change waits for."""
-
-TERMINATE = "SELECT pg_terminate_backend($1::int)"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from pgferry import sql
+from pgferry import ddl, sql
 from pgferry.errors import SchemaError
 from pgferry.sql import TableName
 
@@ -119,23 +119,23 @@ async def save_dependent_views(
 async def drop_views(conn: asyncpg.Connection, saved: Sequence[SavedView]) -> None:
     """Drop the saved views, deepest first (no CASCADE: anything unsaved makes it fail)."""
     for view in reversed(saved):
-        await conn.execute(sql.drop_view(view.name))
+        await conn.execute(ddl.drop_view(view.name))
 
 
 async def restore_views(conn: asyncpg.Connection, saved: Sequence[SavedView]) -> None:
     """Create the saved views again, shallowest first, with comment, owner and grants."""
     current_user = await conn.fetchval("SELECT current_user")
     for view in saved:
-        await conn.execute(sql.create_view(view.name, view.definition, view.options))
+        await conn.execute(ddl.create_view(view.name, view.definition, view.options))
         if view.comment is not None:
             await conn.execute(
-                await conn.fetchval(sql.FORMAT_COMMENT_ON_VIEW, view.name, view.comment)
+                await conn.fetchval(ddl.FORMAT_COMMENT_ON_VIEW, view.name, view.comment)
             )
         for column, comment in view.column_comments:
             await conn.execute(
                 await conn.fetchval(sql.FORMAT_COMMENT_ON_COLUMN, view.name, column, comment)
             )
         if view.owner != current_user:
-            await conn.execute(await conn.fetchval(sql.FORMAT_VIEW_OWNER, view.name, view.owner))
+            await conn.execute(await conn.fetchval(ddl.FORMAT_VIEW_OWNER, view.name, view.owner))
         for grantee, privilege, grantable in view.grants:
             await conn.execute(sql.grant_on(view.name, privilege, grantee, grantable))

@@ -34,7 +34,7 @@ from typing import Any, Literal
 
 import asyncpg
 
-from pgferry import schema, sql, views
+from pgferry import ddl, schema, sql, views
 from pgferry.engine.sinks.replace import ReplacePlan
 from pgferry.errors import LoadError, SchemaError, SchemaLockError
 from pgferry.schema import Column
@@ -339,9 +339,12 @@ class SchemaStep:
                     await run_locked(conn, self.job, where, str(change), _statement(where, change))
             else:
                 await run_locked(
-                    conn, self.job, where, "rewrite " + ", ".join(c.column for c in rewrites),
+                    conn,
+                    self.job,
+                    where,
+                    "rewrite " + ", ".join(c.column for c in rewrites),
                     lambda c: _rewrite(c, where, rewrites),
-                )  # fmt: skip
+                )
             log.warning("job %s: %s: %s", self.job.name, where, "; ".join(map(str, rewrites)))
             done += rewrites
         return done
@@ -367,15 +370,15 @@ def _statement(table: TableName, change: Change) -> Callable[[asyncpg.Connection
     async def run(conn: asyncpg.Connection) -> None:
         if change.change == "add column":
             assert change.new is not None
-            await conn.execute(sql.add_column(table, change.column, change.new))
+            await conn.execute(ddl.add_column(table, change.column, change.new))
         elif change.change == "drop not null":
-            await conn.execute(sql.drop_not_null(table, change.column))
+            await conn.execute(ddl.drop_not_null(table, change.column))
         else:
             assert change.new is not None
             saved = await views.save_dependent_views(conn, table, [change.column])
             await views.drop_views(conn, saved)
             await conn.execute(
-                sql.alter_column_type(table, change.column, change.new, using=change.rewrite)
+                ddl.alter_column_type(table, change.column, change.new, using=change.rewrite)
             )
             await views.restore_views(conn, saved)
 
@@ -388,14 +391,14 @@ async def _rewrite(conn: asyncpg.Connection, table: TableName, changes: Sequence
     ``SHARE`` mode lets readers go on during the copy and holds writers, whose rows would
     otherwise be lost with the old table; readers see the old table until the swap commits.
     """
-    await conn.execute(sql.lock_table_share(table))
+    await conn.execute(ddl.lock_table_share(table))
     shadow = ReplacePlan(table, existed=True)
     await shadow.create_shadow_like_target(conn)
     casts = {c.column: c.new for c in changes if c.new is not None}
     for column, new in casts.items():
-        await conn.execute(sql.alter_column_type(shadow.shadow, column, new, using=True))
+        await conn.execute(ddl.alter_column_type(shadow.shadow, column, new, using=True))
     columns = [c.name for c in await schema.describe_table(conn, table) or []]
-    await conn.execute(sql.copy_table_rows(shadow.shadow, table, columns, casts))
+    await conn.execute(ddl.copy_table_rows(shadow.shadow, table, columns, casts))
     await shadow.swap_in_transaction(conn)
 
 
@@ -439,16 +442,20 @@ async def run_locked(
                 await statements(conn)
             return
         except asyncpg.LockNotAvailableError as exc:
-            blockers = [(r[0], r[1], r[2]) for r in await conn.fetch(sql.BLOCKERS, table.sql)]
+            blockers = [(r[0], r[1], r[2]) for r in await conn.fetch(ddl.BLOCKERS, table.sql)]
             blocked = time.monotonic() - started
             limit = target.terminate_blockers_after
             if limit is not None and not terminated and blocked >= limit:
                 for pid, app, _ in blockers:
                     log.warning(
                         "job %s: %s blocked for %.0f s: terminating pid %d (%s)",
-                        job.name, what, blocked, pid, app,
-                    )  # fmt: skip
-                    await conn.fetchval(sql.TERMINATE, pid)
+                        job.name,
+                        what,
+                        blocked,
+                        pid,
+                        app,
+                    )
+                    await conn.fetchval(ddl.TERMINATE, pid)
                 terminated, attempt = True, 0
                 continue
             if attempt >= job.swap_retries and (limit is None or terminated):
@@ -463,8 +470,13 @@ async def run_locked(
                 delay = max(0.0, min(delay, limit - blocked))
             log.warning(
                 "job %s: %s: lock on %s not granted in %g s (%s); retrying in %.1f s",
-                job.name, what, table, target.lock_timeout, _blocker_text(blockers), delay,
-            )  # fmt: skip
+                job.name,
+                what,
+                table,
+                target.lock_timeout,
+                _blocker_text(blockers),
+                delay,
+            )
             await asyncio.sleep(delay)
         except SchemaError:
             raise

@@ -14,7 +14,7 @@ from typing import Any
 
 import asyncpg
 
-from pgferry import schema, sql
+from pgferry import keys, schema, sql
 from pgferry.engine import values
 from pgferry.engine.plan import SourcePlan
 from pgferry.engine.schema_step import SchemaStep
@@ -128,9 +128,12 @@ class PostgresSink:
                 async with conn.transaction():
                     primary_key = self._primary_key(incoming)
                     await schema.create_table(
-                        conn, self.table, incoming, primary_key=primary_key,
+                        conn,
+                        self.table,
+                        incoming,
+                        primary_key=primary_key,
                         comment=self.plan.comment,
-                    )  # fmt: skip
+                    )
                     if self.upsert and job.upsert_key and not primary_key:
                         await conn.execute(sql.create_unique_index(self.table, job.upsert_key))
                 log.info("created target table %s", self.table)
@@ -162,26 +165,7 @@ class PostgresSink:
         return bool(made)
 
     def _primary_key(self, incoming: Sequence[Column]) -> tuple[str, ...]:
-        """The PRIMARY KEY of a table pgferry creates: the source's, where it holds.
-
-        Only where every key lands in the target once: ``upsert`` on exactly the source's
-        primary key, and ``replace`` without a transform (a snapshot of the source). An
-        ``append`` gets none: an incremental append writes a new version of a row as a new
-        row. The key's columns must pass through unchanged (``NOT NULL`` in the rows).
-        """
-        choice = self.plan.key
-        primary = choice.source.primary if choice and choice.source else None
-        if not primary:
-            return ()
-        mode = self.job.target.mode
-        if mode == "upsert":
-            fits = set(self.job.upsert_key or ()) == set(primary)
-        else:
-            fits = mode == "replace" and self.job.transform is None
-        by_name = {c.name: c for c in incoming}
-        if fits and all(k in by_name and by_name[k].not_null for k in primary):
-            return primary
-        return ()
+        return keys.created_primary_key(self.job, self.plan.key, incoming)
 
     async def attach(self, columns: Sequence[str]) -> None:
         """Write into a target that a parallel run's coordinator prepared (created, checked,
