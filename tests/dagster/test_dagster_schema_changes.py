@@ -23,8 +23,8 @@ def test_materialisation_reports_the_new_schema_and_the_changes(dbs: Databases) 
     execute(dbs.source, "ALTER TABLE drift ADD COLUMN b numeric(10,2), ALTER a TYPE text")
     again = materialization(dg.materialize([asset], resources=resources))
     assert again["pgferry/schema_changes"] == [
-        {"column": "a", "change": "widen type", "from": "character varying(10)", "to": "text"},
         {"column": "b", "change": "add column", "from": None, "to": "numeric(10,2)"},
+        {"column": "a", "change": "widen type", "from": "character varying(10)", "to": "text"},
     ]
     schema = {c.name: c.type for c in again["dagster/column_schema"].columns}
     assert schema == {"id": "integer", "a": "text", "b": "numeric(10,2)"}

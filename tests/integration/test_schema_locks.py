@@ -240,43 +240,72 @@ def test_blockers_are_terminated_only_when_asked(dbs: Databases) -> None:
     assert [c["column"] for c in result.schema_changes] == ["b"]
 
 
+def loader_waits(dsn: str) -> bool:
+    """Whether pgferry's loader is waiting for a lock now."""
+    found = fetchval(
+        dsn,
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'pgferry:%:loader' "
+        "AND wait_event_type = 'Lock'",
+    )
+    return bool(found)
+
+
+def session_waits(dsn: str, app: str) -> bool:
+    query = (
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 "
+        "AND wait_event_type = 'Lock'"
+    )
+    return bool(fetchval(dsn, query, app))
+
+
 @pytest.mark.slow
 def test_kill_during_evolution_leaves_each_change_whole(dbs: Databases, tmp_path: Path) -> None:
     """SIGKILL ``pgferry run`` while its second change waits for a lock: the first change is
-    in, the second is not, no row moved; the next run finishes the job."""
+    in, the second is not, no row moved; the next run finishes the job.
+
+    The second change is held up without a race: a second session queues for the table behind
+    the first change, so it is granted the lock as the first change commits.
+    """
     execute(dbs.source, SOURCE)
     job_file = tmp_path / "job.yaml"
     job_file.write_text(
         f"source: {{dsn: '{dbs.source}', table: drift}}\n"
-        f"target: {{dsn: '{dbs.target}', table: drift, mode: upsert, lock_timeout: 300ms}}\n"
-        "swap_retries: 100\nmax_retries: 0\n"
+        f"target: {{dsn: '{dbs.target}', table: drift, mode: upsert, lock_timeout: 60s}}\n"
+        "max_retries: 0\n"
     )
     command = [sys.executable, "-m", "pgferry", "run", str(job_file), "--quiet"]
     assert subprocess.run(command, timeout=120).returncode == 0
-    # Two changes: the widening (first, a view is dropped and created again), then the new column.
+    # Two changes: the new column first, then the widening (its view dropped and created again).
     execute(dbs.target, "CREATE VIEW drift_v AS SELECT id, a FROM drift")
     execute(dbs.source, "ALTER TABLE drift ALTER COLUMN a TYPE varchar(20), ADD COLUMN b int;"
                         "UPDATE drift SET a = repeat('x', 20), b = 1")  # fmt: skip
-    with Blocker(dbs.target):
-        proc = subprocess.Popen(command, stderr=subprocess.DEVNULL)
-        try:
-            holder = threading.Thread(target=proc.wait)
-            holder.start()
-            assert waits_seen(dbs.target, 2, holder) == 2
-        finally:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(30)
+    second = Blocker(dbs.target, app="second-blocker")
+    proc = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    try:
+        with Blocker(dbs.target, app="first-blocker"):
+            while not loader_waits(dbs.target):  # the new column waits for first-blocker
+                assert proc.poll() is None
+            second.thread.start()  # queues behind the new column
+            while not session_waits(dbs.target, "second-blocker"):
+                assert proc.poll() is None
+        # first-blocker is gone: the new column is made, then second-blocker has the lock.
+        assert second.ready.wait(30)
+        while not loader_waits(dbs.target):  # the widening waits for second-blocker
+            assert proc.poll() is None
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        second.release.set()
+        second.thread.join(30)
     types = dict(fetch(dbs.target, "SELECT attname, format_type(atttypid, atttypmod) "
                                    "FROM pg_attribute WHERE attrelid = 'drift'::regclass "
                                    "AND attnum > 0 AND NOT attisdropped"))  # fmt: skip
-    # Each change is whole or absent (the blocker held the table from the first one on).
-    assert types["a"] in ("character varying(10)", "character varying(20)")
-    assert "b" not in types or types["b"] == "integer"
-    assert fetchval(dbs.target, "SELECT count(*) FROM drift WHERE a = repeat('x', 20)") == 0
+    # The first change is whole, the second not made; no row moved, the view is intact.
+    assert types["b"] == "integer"
+    assert types["a"] == "character varying(10)"
+    assert fetchval(dbs.target, "SELECT count(*) FROM drift WHERE b IS NOT NULL") == 0
     assert fetchval(dbs.target, "SELECT count(*) FROM drift_v") == ROWS
     assert subprocess.run(command, timeout=120).returncode == 0
-    assert (
-        fetchval(dbs.target, "SELECT count(*) FROM drift WHERE a = repeat('x', 20) AND b = 1")
-        == ROWS
-    )
+    done = "SELECT count(*) FROM drift WHERE a = repeat('x', 20) AND b = 1"
+    assert fetchval(dbs.target, done) == ROWS
     assert fetchval(dbs.target, "SELECT count(*) FROM drift_v") == ROWS

@@ -314,7 +314,9 @@ class SchemaStep:
         return list(self.changes)
 
     async def apply(self, conn: asyncpg.Connection, table: TableName | None = None) -> list[Change]:
-        """Make the changes, each in its own lock-bounded transaction; rewrites last, together.
+        """Make the changes, each in its own lock-bounded transaction: new columns first (they
+        lock the table alone), then widenings (which may also lock dependent views), then
+        ``DROP NOT NULL``; rewrites last, together (one copy of the table).
 
         Args:
             conn: The target connection (not inside a transaction).
@@ -325,7 +327,8 @@ class SchemaStep:
         """
         where = table or self.table
         done: list[Change] = []
-        pending = self.to_apply
+        order: dict[str, int] = {"add column": 0, "widen type": 1, "drop not null": 2}
+        pending = sorted(self.to_apply, key=lambda c: order.get(c.change, 3))
         for change in pending:
             if change.rewrite:
                 continue
