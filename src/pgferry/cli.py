@@ -24,6 +24,7 @@ import pgferry
 from pgferry.engine import Progress as RunProgress
 from pgferry.errors import ConfigError, PgferryError
 from pgferry.jobfile import apply_overrides, load_job, parse_overrides
+from pgferry.partitions import plan_partitions_with_key
 from pgferry.result import RunResult
 from pgferry.spec import Job
 
@@ -107,6 +108,10 @@ def summary_table(result: RunResult) -> Table:
         rows.insert(2, ("already committed by", result.committed_by))
     for name, stage in result.stages.items():
         rows.append((f"{name} busy / waiting", f"{stage.busy_s:.2f} s / {stage.wait_s:.2f} s"))
+    for change in result.schema_changes:
+        before, after = change["from"] or "", change["to"] or ""
+        arrow = f"{before} -> {after}" if before and after else before or after
+        rows.append((f"schema: {change['change']}", f"{change['column']} {arrow}"))
     for field, value in rows:
         table.add_row(field, value)
     return table
@@ -251,11 +256,13 @@ def plan(job_file: Path, count: int, sets: tuple[str, ...], as_json: bool) -> No
     _configure_logging(False)
     try:
         job = load_job(job_file, parse_overrides(sets))
-        parts = pgferry.plan_partitions(job, count)
+        parts, choice = asyncio.run(plan_partitions_with_key(job, count))
     except ConfigError as exc:
         _fail(str(exc), 2, as_json=as_json)
     except PgferryError as exc:
         _fail(str(exc), 1, as_json=as_json)
+    # Which key and why: on stderr, so that --json output stays a list of partitions.
+    _err().print(f"key: {', '.join(choice.columns or ())}: {choice.why}", markup=False)
     if as_json:
         click.echo(json.dumps([p.model_dump(mode="json") for p in parts]))
         return

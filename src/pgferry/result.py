@@ -97,6 +97,9 @@ class RunResult:
         error: The error message of a failed run.
         run_key: The job's ``run_key``, if it has one.
         committed_by: For a skipped run, the run that committed the rows under ``run_key``.
+        schema_changes: Changes the schema step made to the target, each
+            ``{column, change, from, to}`` (``change``: ``add column``, ``widen type``,
+            ``change type`` or ``drop not null``).
     """
 
     job: str
@@ -124,6 +127,7 @@ class RunResult:
     error: str | None = None
     run_key: str | None = None
     committed_by: str | None = None
+    schema_changes: list[dict[str, str | None]] = field(default_factory=list)
 
     @property
     def rows_per_second(self) -> float:

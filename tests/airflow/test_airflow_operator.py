@@ -550,8 +550,9 @@ def test_terminal_failure_fails_without_retry(
 
 
 def test_invalid_job_fails_without_retry(connections: list[str]) -> None:
+    # (A query source: a source table's primary key would be the default key.)
     op = PgferryOperator(
-        task_id="t", source_conn_id="src", target_conn_id="dwh", source_table="s",
+        task_id="t", source_conn_id="src", target_conn_id="dwh", source_query="SELECT 1 AS id",
         target_table="t", mode="upsert",
     )  # fmt: skip
     with pytest.raises(AirflowFailException, match=r"upsert' needs target\.key") as info:

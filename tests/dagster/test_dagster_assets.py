@@ -68,7 +68,7 @@ def step_events(result: dg.ExecuteInProcessResult, kind: str) -> list[dg.Dagster
         ),
         ({"target_table": "b"}, "give job=, or target_table and one of source_table"),
         (
-            {"source_table": "a", "target_table": "b", "mode": "upsert"},
+            {"source_query": "SELECT 1 AS id", "target_table": "b", "mode": "upsert"},
             "mode 'upsert' needs target.key",
         ),
         (

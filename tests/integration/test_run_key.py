@@ -171,9 +171,11 @@ def test_killed_runs_under_one_key_end_with_every_row_once(
             os.kill(proc.pid, signal.SIGKILL)
             killed += 1
         proc.communicate(timeout=60)
-        # One transaction: every kill leaves nothing, or (if it finished) everything.
+        # bench_src's primary key is the job's key: every kill leaves whole batches, which
+        # the next run continues after.
         if fetchval(workload.source, "SELECT to_regclass('people') IS NOT NULL"):
-            assert fetchval(workload.source, "SELECT count(*) FROM people") in (0, ROWS)
+            left = fetchval(workload.source, "SELECT count(*) FROM people")
+            assert left <= ROWS and (left % 200 == 0 or left == ROWS)
     assert killed >= 2
     for _ in range(2):
         done = subprocess.run(

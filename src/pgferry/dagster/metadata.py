@@ -66,8 +66,9 @@ def result_metadata(result: RunResult) -> dict[str, dg.MetadataValue[Any]]:
     ``rows_rejected``, ``rows_deleted``, ``batches``, ``attempts``, ``bytes_written``,
     ``workers`` (int); ``duration_s`` and ``<stage>_busy_s`` / ``<stage>_wait_s`` for the
     ``extract``, ``transform`` and ``load`` stages (float, seconds); ``watermark_before`` and
-    ``watermark_after`` (text, or null without an incremental position); ``error`` (failed
-    runs only).
+    ``watermark_after`` (text, or null without an incremental position); ``schema_changes``
+    (JSON: the changes the schema step made, ``{column, change, from, to}``); ``error``
+    (failed runs only).
     """
     data = result.to_dict()
     meta: dict[str, dg.MetadataValue[Any]] = {}
@@ -83,6 +84,8 @@ def result_metadata(result: RunResult) -> dict[str, dg.MetadataValue[Any]]:
     for stage, stats in data["stages"].items():
         meta[f"pgferry/{stage}_busy_s"] = dg.MetadataValue.float(float(stats["busy_s"]))
         meta[f"pgferry/{stage}_wait_s"] = dg.MetadataValue.float(float(stats["wait_s"]))
+    # Beside ``dagster/column_schema`` (the target as it is after the run).
+    meta["pgferry/schema_changes"] = dg.MetadataValue.json(data["schema_changes"])
     if data["error"] is not None:
         meta["pgferry/error"] = dg.MetadataValue.text(data["error"])
     return meta

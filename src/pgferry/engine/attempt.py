@@ -15,7 +15,7 @@ from enum import Enum
 
 import asyncpg
 
-from pgferry import locks, schema
+from pgferry import keys, locks, schema
 from pgferry.arrow import columnar_kind
 from pgferry.connection import close_quietly
 from pgferry.engine import parallel
@@ -81,11 +81,17 @@ async def attempt(
     try:
         # The row lane installs its codecs once it knows the columns (engine.values).
         src = await connect_side(job, "source", purpose="reader")
+        # The key the job names, else the source table's (pgferry.keys): every step below,
+        # parallel pipelines included, sees the resolved job.
+        job, choice = await keys.resolve(src, job)
+        if choice.origin != "job":
+            log.info("job %s: key %s: %s", job.name, list(choice.columns or ()), choice.why)
         tgt = await connect_side(job, "target", purpose="loader")
         partition = job.partition.name if job.partition else ""
         await locks.wait_for_no_pipelines(tgt, job.name, partition, job.lock_wait)
         ledger = await store.read(tgt, job.name, result.partition)
         plan = await plan_source(src, job, ledger)
+        plan.key = choice
         if plan.start is not None and plan.position_kind == "progress":
             log.warning(
                 "job %s: an earlier run stopped part-way; continuing after %s", job.name, plan.start

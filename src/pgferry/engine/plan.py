@@ -17,6 +17,7 @@ import asyncpg
 
 from pgferry import schema, sql
 from pgferry.errors import SchemaError
+from pgferry.keys import KeyChoice
 from pgferry.schema import Column
 from pgferry.spec import Job
 from pgferry.state import LedgerEntry
@@ -46,6 +47,8 @@ class SourcePlan:
         base: The source query before position filtering and ordering.
         unordered: ``query`` without its ORDER BY (the binary pipe reads in one go).
         base_args: The parameters of ``base`` (the source query's own).
+        key: Which key the run uses and why (:mod:`pgferry.keys`), once resolved.
+        comment: The source table's comment (copied to a target pgferry creates).
     """
 
     query: str
@@ -59,6 +62,8 @@ class SourcePlan:
     base: str = ""
     unordered: str = ""
     base_args: list[Any] = field(default_factory=list)
+    key: KeyChoice | None = None
+    comment: str | None = None
 
     @property
     def position_index(self) -> list[int]:
@@ -190,6 +195,8 @@ async def plan_source(conn: asyncpg.Connection, job: Job, ledger: LedgerEntry | 
     plan = SourcePlan(
         query="", args=args, columns=columns, estimate=estimate, base=base, base_args=list(args)
     )
+    if job.source.table is not None:
+        plan.comment = await schema.table_comment(conn, job.source.table)
     key = job.read_key or []
     if inc is not None:
         plan.position_kind = "watermark"

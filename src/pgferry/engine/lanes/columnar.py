@@ -27,7 +27,7 @@ from typing import Any
 import asyncpg
 import pyarrow as pa
 
-from pgferry import sql
+from pgferry import sql_arrow
 from pgferry._dsn import mask_dsn
 from pgferry.arrow import Kind, carried_as_text, require, transform_kind
 from pgferry.engine import functions
@@ -203,7 +203,7 @@ async def _reader_query(
     """The query the Arrow reader runs (columns not carried natively as text) and its
     parameters as text, passed as transaction settings (ADBC streams only unbound queries)."""
     text_cols = [(c.name, carried_as_text(c.type, kind)) for c in plan.columns]
-    query = sql.select_for_arrow(plan.query, text_cols, plan.position_columns)
+    query = sql_arrow.select_for_arrow(plan.query, text_cols, plan.position_columns)
     if not plan.args:
         return query, []
     stmt = await src.prepare(plan.query)
@@ -212,7 +212,7 @@ async def _reader_query(
         for t in stmt.get_parameters()
     ]
     args = [v if isinstance(v, str) else position_text([v])[0] for v in plan.args]
-    return sql.params_as_settings(query, types, _SETTING), args
+    return sql_arrow.params_as_settings(query, types, _SETTING), args
 
 
 async def run_columnar(ctx: LaneContext) -> None:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import asyncpg
 
-from pgferry import sql
+from pgferry import sql, sql_arrow
 from pgferry.engine.sinks.base import Reject
 from pgferry.engine.sinks.postgres_errors import load_failure
 from pgferry.errors import LoadError
@@ -100,7 +100,9 @@ async def copy(
         raise LoadError(f"binary COPY wrote {copied} rows of a batch of {rows}", job=sink.job.name)
     if carried:
         target: TableName | str = stage if sink.upsert else sink.copy_into
-        status = await conn.execute(sql.insert_cast_from(target, TEXT_STAGE, cols, dict(carried)))
+        status = await conn.execute(
+            sql_arrow.insert_cast_from(target, TEXT_STAGE, cols, dict(carried))
+        )
         await conn.execute(sql.truncate(TEXT_STAGE))
         if not sink.upsert:
             return int(status.split()[-1])
