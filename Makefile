@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ROWS   ?= 1000000
 
-.PHONY: demo test test-fast lint typecheck bench clean install
+.PHONY: demo test test-fast lint typecheck bench clean install stack stack-stop test-stack
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,5 +39,19 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run --rows $(ROWS)
 	$(BIN)/python -m benchmarks.http_bench --rows $(ROWS)
 
+# The whole stack on this machine, without Docker: three embedded PostgreSQL servers, Redis,
+# Airflow 3 (CeleryExecutor, two workers) and Dagster (webserver + daemon). Prints the URLs.
+stack: $(STAMP)
+	$(BIN)/python scripts/stack.py start
+
+stack-stop:
+	$(BIN)/python scripts/stack.py stop
+
+# End-to-end tests against that stack (they start and stop it themselves), in a real browser:
+# Debian's chromium, installed here when missing (root, apt-get).
+test-stack: $(STAMP)
+	scripts/stack_apt.sh
+	PGFERRY_STACK_TESTS=1 $(BIN)/python -m pytest tests/stack -v --timeout 900
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .stack tests/stack/artifacts

@@ -36,7 +36,10 @@ def pgferry_daily_snapshot() -> None:
         target_conn_id="pg_target",
         source_query="SELECT $1::date AS snapshot_date, id, country, signed_up_at "
         "FROM public.customers",
-        source_params=["{{ ds }}"],
+        # The run's date. A run triggered from the UI, the REST API or `airflow dags trigger`
+        # has no logical date (Airflow 3's default): `ds` is then undefined, so take the date
+        # the run was due instead.
+        source_params=["{{ (dag_run.logical_date or dag_run.run_after) | ds }}"],
         target_table="public.customers_history",
         mode="append",
         batch_size=500,

@@ -12,7 +12,8 @@ the target database and is committed with each batch, so:
   run, where a pure time window (``updated_at`` within the data interval) would miss it
   (``incremental.lookback`` also re-reads a margin before the watermark);
 * the data interval's end is a bound parameter of the source query: a run never reads past
-  the end of its own interval, even when it runs late.
+  the end of its own interval, even when it runs late (a run triggered by hand, which has no
+  data interval, reads up to the time it was triggered).
 
 Here Airflow owns the retries (``max_retries: 0`` turns off the engine's own), so each attempt
 shows in the UI.
@@ -42,9 +43,11 @@ def pgferry_hourly_incremental() -> None:
         source_conn_id="pg_source",
         target_conn_id="pg_target",
         # The data interval bounds each run: a late or backfilled run stops at its own end.
-        # Parameters are bound, never formatted into the SQL.
+        # Parameters are bound, never formatted into the SQL. A run triggered with no logical
+        # date (from the UI or the REST API) has no data interval: it reads up to the moment it
+        # was due (`run_after`).
         source_query="SELECT * FROM public.orders WHERE updated_at < $1",
-        source_params=["{{ data_interval_end }}"],
+        source_params=["{{ dag_run.data_interval_end or dag_run.run_after }}"],
         target_table="public.orders_mirror",
         mode="upsert",
         key="id",

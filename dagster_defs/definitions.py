@@ -21,7 +21,9 @@ HERE = Path(__file__).parent
 GROUP = "pgferry_examples"
 
 # (a) A full copy through a transform. `replace` loads a shadow table and swaps it in, so a
-# materialisation is all-or-nothing and repeating it is harmless.
+# materialisation is all-or-nothing and repeating it is harmless. A failure that outlasts
+# pgferry's own retries (a database away for a while) gets one more try 5 s later; past that,
+# the run fails, and "Re-execute from failure" in the UI runs it again.
 customers = pgferry_asset(
     name="customers",
     source_table="public.customers",
@@ -29,6 +31,7 @@ customers = pgferry_asset(
     mode="replace",
     transform="dagster_defs.transforms:clean_customer",
     options={"target.columns": {"email_domain": "text"}},
+    retry_policy=dg.RetryPolicy(max_retries=1, delay=5),
     group_name=GROUP,
 )
 

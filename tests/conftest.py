@@ -15,6 +15,10 @@ import pytest
 
 from helpers import Databases, dsn_with_database, execute_each, fetchval
 
+# tests/stack starts the whole Airflow + Dagster stack and drives a browser: only `make
+# test-stack` (which sets PGFERRY_STACK_TESTS=1) collects it, never `make test`.
+collect_ignore = [] if os.environ.get("PGFERRY_STACK_TESTS") == "1" else ["stack"]
+
 
 @pytest.fixture(scope="session")
 def pg_server_dsn() -> Iterator[str]:

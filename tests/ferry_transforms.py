@@ -8,6 +8,7 @@ import signal
 import time
 from typing import Any
 
+import pgferry
 from pgferry import demo
 
 # The standard benchmark transform, as pgferry ships it for the demo.
@@ -79,3 +80,27 @@ def slow_split_name(row: dict[str, Any]) -> dict[str, Any]:
     """The standard transform at 0.5 ms a row: slow enough to be killed mid-run."""
     time.sleep(0.0005)
     return demo.split_name(row)
+
+
+split_name_arrow = demo.split_name_arrow
+split_name_polars = demo.split_name_polars
+
+
+@pgferry.polars_transform
+def polars_fail_on_7(frame: Any) -> Any:
+    """Raises on a batch holding id 7 (so halving the batch isolates that row)."""
+    if (frame["id"] == 7).any():
+        raise ValueError("seven is not allowed")
+    return frame
+
+
+@pgferry.arrow_transform
+def arrow_returns_a_list(batch: Any) -> Any:
+    return batch.to_pylist()
+
+
+@pgferry.polars_transform
+def polars_slow_identity(frame: Any) -> Any:
+    """Slow enough per batch that a backend can be terminated mid-run."""
+    time.sleep(0.02)
+    return frame

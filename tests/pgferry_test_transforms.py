@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import pgferry
+
 
 def identity(row: Mapping[str, Any]) -> dict[str, Any]:
     """Every value passes through unchanged: the row path must write back what it read."""
@@ -17,3 +19,15 @@ def with_reprs(row: Mapping[str, Any]) -> dict[str, Any]:
     out = dict(row)
     out.update({f"{name}_repr": repr(value) for name, value in row.items() if name != "id"})
     return out
+
+
+@pgferry.arrow_transform
+def identity_arrow(batch: Any) -> Any:
+    """Every column passes through the columnar lane unchanged, as an Arrow batch."""
+    return batch
+
+
+@pgferry.polars_transform
+def identity_polars(frame: Any) -> Any:
+    """Every column passes through the columnar lane unchanged, as a Polars frame."""
+    return frame

@@ -68,6 +68,14 @@ METHODS: dict[str, Method] = {
         Method(
             "g", "pgferry, batch transform `split_name_batch`", "benchmarks.methods.ferry:batch"
         ),
+        Method(
+            "h",
+            "pgferry, Arrow transform `split_name_arrow` (pyarrow.compute)",
+            "benchmarks.methods.ferry:arrow",
+        ),
+        Method(
+            "i", "pgferry, Polars transform `split_name_polars`", "benchmarks.methods.ferry:polars"
+        ),
     )
 }
 

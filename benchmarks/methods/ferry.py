@@ -1,4 +1,4 @@
-"""(e), (f), (g): pgferry itself, through its public API.
+"""(e) to (i): pgferry itself, through its public API.
 
 Source and target are the same database (see the README: ``INSERT … SELECT`` can only work
 within one), and the target is the pre-created empty ``bench_dst`` in ``append`` mode.
@@ -16,7 +16,7 @@ import pgferry
 from benchmarks.methods.common import MethodConfig
 from benchmarks.workload import SOURCE_TABLE, TARGET_TABLE
 
-__all__ = ["batch", "no_transform", "row"]
+__all__ = ["arrow", "batch", "no_transform", "polars", "row"]
 
 
 def no_transform(config: MethodConfig) -> dict[str, Any]:
@@ -32,6 +32,16 @@ def row(config: MethodConfig) -> dict[str, Any]:
 def batch(config: MethodConfig) -> dict[str, Any]:
     """(g) The same transform as a batch transform, ``pgferry.demo:split_name_batch``."""
     return _run(config, {"table": SOURCE_TABLE, "key": "id"}, "pgferry.demo:split_name_batch")
+
+
+def arrow(config: MethodConfig) -> dict[str, Any]:
+    """(h) The same transform with ``pyarrow.compute``: the columnar lane."""
+    return _run(config, {"table": SOURCE_TABLE, "key": "id"}, "pgferry.demo:split_name_arrow")
+
+
+def polars(config: MethodConfig) -> dict[str, Any]:
+    """(i) The same transform with Polars: the columnar lane."""
+    return _run(config, {"table": SOURCE_TABLE, "key": "id"}, "pgferry.demo:split_name_polars")
 
 
 class _Decisions(logging.Handler):

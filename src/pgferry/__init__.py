@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 
 from pgferry._dsn import mask_dsn
+from pgferry.arrow import arrow_transform, polars_transform
 from pgferry.connection import Interval
 from pgferry.engine import Progress, ProgressCallback, ProgressLogger, run_async
 from pgferry.engine.functions import batch_transform
@@ -67,12 +68,14 @@ __all__ = [
     "TransformImportError",
     "Transient",
     "__version__",
+    "arrow_transform",
     "batch_transform",
     "column_lineage",
     "load_job",
     "mask_dsn",
     "plan_partitions",
     "plan_partitions_async",
+    "polars_transform",
     "run",
     "run_async",
 ]

@@ -12,9 +12,17 @@ from typing import Any
 
 import asyncpg
 
+from pgferry.arrow import arrow_transform, polars_transform
 from pgferry.engine.functions import batch_transform
 
-__all__ = ["load_workload", "split_name", "split_name_batch", "workload_statements"]
+__all__ = [
+    "load_workload",
+    "split_name",
+    "split_name_arrow",
+    "split_name_batch",
+    "split_name_polars",
+    "workload_statements",
+]
 
 
 def split_name(row: dict[str, Any]) -> dict[str, Any]:
@@ -36,6 +44,37 @@ def split_name(row: dict[str, Any]) -> dict[str, Any]:
 def split_name_batch(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The standard transform written as a batch transform."""
     return [split_name(row) for row in rows]
+
+
+_OUTPUT = ("id", "first_name", "last_name", "age", "email", "created_at", "score", "payload")
+
+
+@arrow_transform
+def split_name_arrow(batch: Any) -> Any:
+    """The standard transform as an Arrow transform (``pyarrow.compute``, no per-row Python)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    name = batch.column("name")
+    # name + " ", split once: the first part, and the rest without the space added (two C++
+    # string kernels, half the time of one regular expression).
+    parts = pc.split_pattern(pc.binary_join_element_wise(name, "", " "), " ", max_splits=1)
+    columns = {c: batch.column(c) for c in batch.schema.names if c != "name"}
+    columns["first_name"] = pc.list_element(parts, 0)
+    columns["last_name"] = pc.utf8_slice_codeunits(pc.list_element(parts, 1), 0, -1)
+    return pa.RecordBatch.from_arrays([columns[c] for c in _OUTPUT], names=list(_OUTPUT))
+
+
+@polars_transform
+def split_name_polars(frame: Any) -> Any:
+    """The standard transform as a Polars transform."""
+    import polars as pl
+
+    name = pl.col("name")
+    return frame.with_columns(
+        first_name=name.str.splitn(" ", 2).struct.field("field_0"),
+        last_name=name.str.splitn(" ", 2).struct.field("field_1").fill_null(""),
+    ).select(_OUTPUT)
 
 
 def workload_statements(rows: int) -> list[str]:

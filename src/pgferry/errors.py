@@ -13,7 +13,8 @@
     ├── ExtractError                       reading the source failed
     ├── TransformError                     the user's transform failed or returned bad rows
     └── LoadError                          writing the target failed
-        └── RowLevelPipeFailure            the binary pipe met a row the target refused
+        ├── RowLevelPipeFailure            the binary pipe met a row the target refused
+        └── SchemaLockError                a schema change never got its lock; names blockers
 
 Every error carries the job name and, where known, the stage, the batch number and the column,
 and its message names them. Errors that may succeed when retried (a lost connection, a server
@@ -42,6 +43,7 @@ __all__ = [
     "PgferryError",
     "RowLevelPipeFailure",
     "SchemaError",
+    "SchemaLockError",
     "TransformError",
     "TransformImportError",
     "Transient",
@@ -180,6 +182,28 @@ class TransientError(PgferryError, Transient):
 
 class TransientLoadError(LoadError, Transient):
     """Writing failed for a reason that may go away on retry (connection lost, deadlock)."""
+
+
+class SchemaLockError(LoadError):
+    """A schema change never got its table's lock within ``target.lock_timeout`` and its
+    retries; the message names the sessions that held it. Nothing of the change was made.
+    Not transient: the change retried on its own already (as the ``replace`` swap does), so
+    the run's retries do not multiply its waits.
+
+    Attributes:
+        blockers: ``(pid, application_name, seconds its transaction has been open)`` of each
+            session that held a lock on the table.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        blockers: list[tuple[int, str, float | None]] | None = None,
+        **context: Any,
+    ) -> None:
+        super().__init__(message, **context)
+        self.blockers = list(blockers or [])
 
 
 class JobValidationError(ConfigError):

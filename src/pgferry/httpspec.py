@@ -189,7 +189,8 @@ class HttpTarget(BaseModel):
 
 def check_http_job(job: Job) -> None:
     """What an HTTP target needs from the rest of the job."""
-    if not job.read_key:
+    # A source table's primary key is the default key (pgferry.keys, read at run time).
+    if not job.read_key and job.source.table is None:
         raise ValueError(
             "an HTTP target needs source.key (or incremental.key): requests are formed from "
             "the rows in key order and named by their first and last keys, so that a retry or "

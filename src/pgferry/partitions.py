@@ -11,13 +11,14 @@ import asyncio
 import itertools
 from typing import Any
 
-from pgferry import schema, sql
+from pgferry import keys, schema, sql
 from pgferry.connection import close_quietly, connect
 from pgferry.engine.plan import describe_source
 from pgferry.errors import ConfigError
+from pgferry.keys import KeyChoice
 from pgferry.spec import Job, Partition
 
-__all__ = ["plan_partitions", "plan_partitions_async"]
+__all__ = ["plan_partitions", "plan_partitions_async", "plan_partitions_with_key"]
 
 # Above this many estimated rows, quantiles come from a sample rather than the whole table.
 _SAMPLE_ABOVE = 1_000_000
@@ -42,35 +43,44 @@ def _ranges(column: str, bounds: list[Any]) -> list[Partition]:
 async def plan_partitions_async(job: Job, n: int) -> list[Partition]:
     """Split the job's source into ``n`` ranges of its (single-column) key.
 
-    Integer keys are split evenly between their minimum and maximum; other keys at quantiles
-    (from a sample for large tables). Fewer than ``n`` ranges come back when there are fewer
-    distinct keys.
+    The key is the job's, else the source table's primary key (or smallest unique NOT NULL
+    index, :mod:`pgferry.keys`). Integer keys are split evenly between their minimum and
+    maximum; other keys at quantiles (from a sample for large tables). Fewer than ``n``
+    ranges come back when there are fewer distinct keys.
 
     Raises:
         ConfigError: ``n`` is not positive, or the job has no single-column key.
     """
+    parts, _ = await plan_partitions_with_key(job, n)
+    return parts
+
+
+async def plan_partitions_with_key(job: Job, n: int) -> tuple[list[Partition], KeyChoice]:
+    """:func:`plan_partitions_async`, and which key was chosen and why."""
     if n < 1:
         raise ConfigError(f"cannot plan {n} partitions: give a positive number", job=job.name)
-    key = job.read_key or []
-    if len(key) != 1:
-        raise ConfigError(
-            "partitions need a single-column key: set source.key (or target.key)", job=job.name
-        )
-    column = key[0]
     conn = await connect(job.source.dsn, role="source", job=job.name, timeout=job.connect_timeout)
     try:
+        job, choice = await keys.resolve(conn, job)
+        key = job.read_key or []
+        if len(key) != 1:
+            why = f"the key is ({', '.join(key)})" if key else choice.why
+            raise ConfigError(
+                f"partitions need a single-column key: set source.key ({why})", job=job.name
+            )
+        column = key[0]
         base, columns, estimate = await describe_source(conn, job)
         types = {c.name: c.type for c in columns}
         if column not in types:
             raise ConfigError(f"the source has no key column {column!r}", job=job.name)
         if n == 1:
-            return _ranges(column, [])
+            return _ranges(column, []), choice
         if types[column] in schema.INTEGER_TYPES:
             span = await conn.fetchrow(sql.min_max(base, column))
             assert span is not None  # an aggregate: one row, always
             low, high = span
             if low is None:
-                return _ranges(column, [])
+                return _ranges(column, []), choice
             step = (high - low + 1) / n
             bounds = sorted({int(low + step * i) for i in range(1, n)} - {low})
         else:
@@ -81,7 +91,7 @@ async def plan_partitions_async(job: Job, n: int) -> list[Partition]:
             bounds = sorted({v for v in values or [] if v is not None})
             # Text bounds are bound back as text and converted by the server.
             bounds = [b if isinstance(b, int | float) else str(b) for b in bounds]
-        return _ranges(column, bounds)
+        return _ranges(column, bounds), choice
     finally:
         await close_quietly(conn)
 

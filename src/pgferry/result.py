@@ -82,7 +82,8 @@ class RunResult:
         rows_read: Rows read from the source.
         rows_written: Rows written to the target.
         rows_rejected: Rows set aside in the rejects table.
-        rows_deleted: Target rows deleted by ``sync_deletes``.
+        rows_deleted: Target rows deleted by ``sync_deletes``, or by a partition reload
+            (``partition.replace``) before it loads its slice again.
         batches: Batches committed.
         attempts: Attempts the run took (retries after transient errors add to it).
         bytes_written: Growth of the target table's size in bytes (heap and TOAST), measured
@@ -96,6 +97,9 @@ class RunResult:
         error: The error message of a failed run.
         run_key: The job's ``run_key``, if it has one.
         committed_by: For a skipped run, the run that committed the rows under ``run_key``.
+        schema_changes: Changes the schema step made to the target, each
+            ``{column, change, from, to}`` (``change``: ``add column``, ``widen type``,
+            ``change type`` or ``drop not null``).
     """
 
     job: str
@@ -123,6 +127,7 @@ class RunResult:
     error: str | None = None
     run_key: str | None = None
     committed_by: str | None = None
+    schema_changes: list[dict[str, str | None]] = field(default_factory=list)
 
     @property
     def rows_per_second(self) -> float:

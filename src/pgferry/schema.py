@@ -30,14 +30,19 @@ class Column:
     Attributes:
         name: Column name.
         type: The exact type as ``format_type()`` prints it (``numeric(38,10)``, ``text[]``).
+        not_null: Declared ``NOT NULL`` (tables only; a query's columns never are).
+        comment: The column's comment, if any (tables only).
     """
 
     name: str
     type: str
+    not_null: bool = False
+    comment: str | None = None
 
 
 _DESCRIBE_TABLE = """
-SELECT a.attname, format_type(a.atttypid, a.atttypmod)
+SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+       col_description(a.attrelid, a.attnum)
 FROM pg_attribute a
 WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped
   AND a.attgenerated = ''
@@ -66,7 +71,13 @@ async def describe_table(conn: asyncpg.Connection, table: TableName) -> list[Col
     if not await table_exists(conn, table):
         return None
     rows = await conn.fetch(_DESCRIBE_TABLE, table.sql)
-    return [Column(r[0], r[1]) for r in rows]
+    return [Column(r[0], r[1], r[2], r[3]) for r in rows]
+
+
+async def table_comment(conn: asyncpg.Connection, table: TableName) -> str | None:
+    """The table's comment, if it has one."""
+    value = await conn.fetchval("SELECT obj_description($1::regclass, 'pg_class')", table.sql)
+    return str(value) if value is not None else None
 
 
 async def describe_query(conn: asyncpg.Connection, query: str) -> list[Column]:
@@ -184,7 +195,8 @@ def output_columns(
             out.append(Column(name, declared[name]))
             continue
         if name in by_name:
-            out.append(Column(name, by_name[name]))
+            # Pass-through: the exact type, NOT NULL and comment follow the source column.
+            out.append(next(c for c in source if c.name == name))
             continue
         sample = next((row[i] for row in rows if row[i] is not None), None)
         type_name = infer_type(sample) if sample is not None else None
@@ -204,16 +216,40 @@ def output_columns(
 
 
 async def create_table(
-    conn: asyncpg.Connection, table: TableName, columns: Sequence[Column]
+    conn: asyncpg.Connection,
+    table: TableName,
+    columns: Sequence[Column],
+    *,
+    primary_key: Sequence[str] = (),
+    comment: str | None = None,
 ) -> None:
-    """Create ``table`` with ``columns`` (and its schema, if that is missing too)."""
+    """Create ``table`` with ``columns`` (and its schema, if that is missing too).
+
+    Columns keep their ``NOT NULL`` and comments; ``primary_key`` becomes the table's primary
+    key, ``comment`` its comment. Defaults, sequences, foreign keys, triggers and policies
+    are never copied (``docs/schema-evolution.md`` says why).
+    """
     if table.schema is not None:
         exists = await conn.fetchval(
             "SELECT to_regnamespace($1) IS NOT NULL", sql.quote_ident(table.schema)
         )
         if not exists:
             await conn.execute(sql.create_schema(table.schema))
-    await conn.execute(sql.create_table(table, [(c.name, c.type) for c in columns]))
+    await conn.execute(
+        sql.create_table(
+            table,
+            [(c.name, c.type) for c in columns],
+            not_null=[c.name for c in columns if c.not_null],
+            primary_key=primary_key,
+        )
+    )
+    if comment is not None:
+        await conn.execute(await conn.fetchval(sql.FORMAT_COMMENT_ON_TABLE, table.sql, comment))
+    for col in columns:
+        if col.comment is not None:
+            await conn.execute(
+                await conn.fetchval(sql.FORMAT_COMMENT_ON_COLUMN, table.sql, col.name, col.comment)
+            )
 
 
 _COMPATIBLE = """
@@ -235,6 +271,10 @@ SELECT p.n, p.s IS NOT NULL AND (
   , p.s = p.t, format_type(p.t, NULL)
 FROM p ORDER BY p.n
 """
+
+
+COMPATIBLE = _COMPATIBLE
+"""Per pair of ``$1`` incoming and ``$2`` target types: ``(n, assignable, same, base type)``."""
 
 
 async def match_target(

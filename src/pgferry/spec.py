@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
-    PlainSerializer,
     ValidationError,
     field_validator,
     model_validator,
@@ -24,6 +22,7 @@ from pydantic import (
 
 from pgferry._dsn import mask_dsn
 from pgferry.errors import ConfigError, JobValidationError
+from pgferry.fields import KeyField, Seconds, TableField
 from pgferry.httpspec import HttpTarget, check_http_job
 from pgferry.sql import TableName, check_type_name
 
@@ -43,27 +42,7 @@ Mode = Literal["append", "replace", "upsert"]
 _INTERVAL = re.compile(r"[0-9A-Za-z .:+-]+")
 
 
-def _as_table(value: Any) -> TableName:
-    if isinstance(value, str | list | tuple | TableName):
-        try:
-            return TableName.parse(value)
-        except ConfigError as exc:
-            raise ValueError(exc.message) from None
-    raise ValueError("expected a table name (text such as schema.table, or a list of parts)")
-
-
-def _as_key(value: Any) -> Any:
-    if isinstance(value, str):
-        return [value]
-    return value
-
-
-TableField = Annotated[
-    TableName,
-    BeforeValidator(_as_table),
-    PlainSerializer(lambda t: [t.schema, t.name] if t.schema else [t.name], return_type=list),
-]
-KeyField = Annotated[list[str] | None, BeforeValidator(_as_key)]
+SchemaChanges = Literal["evolve", "freeze", "discard"]
 
 
 def _error_lines(exc: ValidationError) -> list[tuple[str, str]]:
@@ -120,7 +99,8 @@ class Source(_Model):
             orchestrator supplies it.
         table: A table to read whole; or
         query: a query whose result is read.
-        key: Columns that identify a row (used for ordering and partitioning).
+        key: Columns that identify a row (used for ordering and partitioning). Default for
+            a table: its primary key, else its smallest unique index on NOT NULL columns.
         params: Values for ``$1``, ``$2``… in ``query``, always bound, never formatted in.
             Text is converted to the parameter's type (``'2024-01-01'`` for a
             ``timestamptz``), so templated values from an orchestrator work as they are.
@@ -155,8 +135,10 @@ class Target(_Model):
         table: The target table; created when missing.
         mode: ``append`` adds rows; ``upsert`` inserts or updates rows by ``key``;
             ``replace`` loads a shadow table and swaps it in atomically.
-        key: Columns that identify a row in the target (required for ``upsert``; pgferry
-            creates a unique index on them when it creates the table).
+        key: Columns that identify a row in the target (``upsert``; default: the source
+            table's primary key, else its smallest unique NOT NULL index). When pgferry
+            creates the table it makes them its PRIMARY KEY if they are the source's, else a
+            unique index.
         columns: Types of the columns the transform creates (name to PostgreSQL type), used
             when pgferry creates the table.
         sync_deletes: With a full (non-incremental) ``upsert``, delete target rows whose key
@@ -164,6 +146,17 @@ class Target(_Model):
         http: Send the rows to an HTTP endpoint instead (see
             :class:`~pgferry.httpspec.HttpTarget`); then ``table``, ``dsn`` and ``mode`` are
             not used and the job's state goes to ``state.dsn``.
+        schema_changes: What to do when the rows no longer fit an existing target
+            (``docs/schema-evolution.md``): ``evolve`` adds new columns, widens types in
+            place and drops ``NOT NULL`` from columns the source no longer has; ``freeze``
+            fails listing every difference; ``discard`` loads what fits and leaves the
+            target as it is.
+        lock_timeout: How long one schema change waits for the table's lock before it gives
+            way to the queries behind it and retries (seconds, or text: ``"2s"``).
+        allow_rewrite: Let ``evolve`` change a column type that needs the table rewritten
+            (``integer`` to ``bigint``…): a copy is built and swapped in.
+        terminate_blockers_after: Terminate the sessions that keep a schema change from its
+            lock once it has been blocked this long (``"5 minutes"``); default never.
     """
 
     dsn: str | None = None
@@ -172,6 +165,11 @@ class Target(_Model):
     key: KeyField = None
     columns: dict[str, str] = Field(default_factory=dict)
     sync_deletes: bool = False
+    schema_changes: SchemaChanges = "evolve"
+    lock_timeout: Seconds = 2.0
+    allow_rewrite: bool = False
+    terminate_blockers_after: Seconds | None = None
+
     http: HttpTarget | None = None
 
     @model_validator(mode="after")
@@ -388,7 +386,10 @@ class Job(_Model):
         mode, inc, part = self.target.mode, self.incremental, self.partition
         if self.target.http is not None:
             check_http_job(self)
-        if mode == "upsert" and not self.upsert_key:
+        # A source table's primary key (or unique NOT NULL index) is the default key; it is
+        # read at plan time (pgferry.keys). A query declares none, so it needs one here.
+        table_keys = self.source.table is not None
+        if mode == "upsert" and not self.upsert_key and not table_keys:
             raise ValueError("mode 'upsert' needs target.key (the columns of a unique key)")
         if self.target.sync_deletes and (mode != "upsert" or inc is not None or part):
             raise ValueError(
@@ -398,7 +399,7 @@ class Job(_Model):
         if inc is not None:
             if mode == "replace":
                 raise ValueError("incremental loads need mode 'append' or 'upsert', not 'replace'")
-            if not self.read_key:
+            if not self.read_key and not table_keys:
                 raise ValueError(
                     "incremental needs a key to order rows that share a value of "
                     f"{inc.column!r}: set incremental.key, source.key or target.key"

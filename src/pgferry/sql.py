@@ -1,4 +1,5 @@
-"""Identifier quoting and SQL text: the only module that composes SQL.
+"""Identifier quoting and SQL text: the module that composes SQL (with :mod:`pgferry.ddl`,
+the schema step's and views' DDL, built from the same quoting).
 
 Every identifier that reaches SQL goes through :func:`quote_ident`; every value is a bind
 parameter (``$1``) or travels through COPY. Type names that appear in SQL text come from the
@@ -9,7 +10,7 @@ checked by :func:`check_type_name` before use.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
 from pgferry.errors import ConfigError
@@ -195,10 +196,21 @@ def select_with_casts(query: str, columns: Sequence[tuple[str, str | None]]) -> 
     return f"SELECT {', '.join(items)} FROM ({query}) AS pgferry_src"
 
 
-def create_table(table: TableName, columns: Sequence[tuple[str, str]]) -> str:
-    """``CREATE TABLE`` with the given (name, type) columns."""
-    cols = ", ".join(f"{quote_ident(n)} {check_type_name(t)}" for n, t in columns)
-    return f"CREATE TABLE {table.sql} ({cols})"
+def create_table(
+    table: TableName,
+    columns: Sequence[tuple[str, str]],
+    *,
+    not_null: Collection[str] = (),
+    primary_key: Sequence[str] = (),
+) -> str:
+    """``CREATE TABLE`` with the given (name, type) columns, NOT NULL ones and a primary key."""
+    items = [
+        f"{quote_ident(n)} {check_type_name(t)}" + (" NOT NULL" if n in not_null else "")
+        for n, t in columns
+    ]
+    if primary_key:
+        items.append(f"PRIMARY KEY ({quote_columns(primary_key)})")
+    return f"CREATE TABLE {table.sql} ({', '.join(items)})"
 
 
 def create_table_like(table: TableName, like: TableName) -> str:
@@ -236,6 +248,11 @@ def lock_table(table: TableName) -> str:
 
 def grant(table: TableName, privilege: str, grantee: str | None, with_grant: bool) -> str:
     """``GRANT privilege ON table TO grantee``; ``grantee=None`` means PUBLIC."""
+    return grant_on(table.sql, privilege, grantee, with_grant)
+
+
+def grant_on(relation: str, privilege: str, grantee: str | None, with_grant: bool) -> str:
+    """:func:`grant` on a relation named by quoted text (``regclass`` output of the server)."""
     allowed = {
         "SELECT",
         "INSERT",
@@ -250,7 +267,7 @@ def grant(table: TableName, privilege: str, grantee: str | None, with_grant: boo
         raise ConfigError(f"unexpected privilege {privilege!r}")
     who = "PUBLIC" if grantee is None else quote_ident(grantee)
     suffix = " WITH GRANT OPTION" if with_grant else ""
-    return f"GRANT {privilege} ON {table.sql} TO {who}{suffix}"
+    return f"GRANT {privilege} ON {relation} TO {who}{suffix}"
 
 
 def replace_view(view: str, definition: str) -> str:
@@ -277,6 +294,9 @@ def set_lock_timeout() -> str:
 # Values bound on the server side: COMMENT and CREATE VIEW take no bind parameters, so the text
 # is produced by format() with %I / %L from bound values and executed as the result.
 FORMAT_COMMENT_ON_TABLE = "SELECT format('COMMENT ON TABLE %s IS %L', $1::text, $2::text)"
+FORMAT_COMMENT_ON_COLUMN = (
+    "SELECT format('COMMENT ON COLUMN %s.%I IS %L', $1::text, $2::text, $3::text)"
+)
 FORMAT_OWNER = "SELECT format('ALTER TABLE %s OWNER TO %I', $1::text, $2::text)"
 
 

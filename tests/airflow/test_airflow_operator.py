@@ -199,9 +199,12 @@ def test_assets_known_at_parse_time_come_from_environment_connections(
     with make_dag():
         op = PgferryOperator(source_table="orders", target_table="mart.orders_copy", **common)
     assert op.inlets == [source]
-    assert op.outlets == [target, alias]
+    # The declared target, and no alias that nothing would resolve through (a node of its own
+    # in the asset graph).
+    assert op.outlets == [target]
     with make_dag():
-        # A mapped task's instance, built at run time: Airflow never saw these Assets.
+        # A mapped task's instance, built at run time: Airflow never saw these Assets. (Built
+        # by Airflow, it gets the Assets that partial() declared at parse time.)
         op = PgferryOperator(source_table="orders", target_table="mart.orders_copy",
                              _airflow_from_mapped=True, **common)  # fmt: skip
     assert (op.inlets, op.outlets) == ([], [alias])
@@ -215,7 +218,7 @@ def test_assets_known_at_parse_time_come_from_environment_connections(
         op = PgferryOperator(task_id="t", source_conn_id="other", target_conn_id="dwh",
                              source_table="s", target_table="t")  # fmt: skip
     assert op.inlets == []
-    assert op.outlets == [Asset(uri="postgres://dwh.example:5432/warehouse/public/t"), alias]
+    assert op.outlets == [Asset(uri="postgres://dwh.example:5432/warehouse/public/t")]
     job = pgferry.Job.from_dict(
         {
             "source": {"dsn": "postgresql://u:pw@a.example/db1", "table": "s.x"},
@@ -547,8 +550,9 @@ def test_terminal_failure_fails_without_retry(
 
 
 def test_invalid_job_fails_without_retry(connections: list[str]) -> None:
+    # (A query source: a source table's primary key would be the default key.)
     op = PgferryOperator(
-        task_id="t", source_conn_id="src", target_conn_id="dwh", source_table="s",
+        task_id="t", source_conn_id="src", target_conn_id="dwh", source_query="SELECT 1 AS id",
         target_table="t", mode="upsert",
     )  # fmt: skip
     with pytest.raises(AirflowFailException, match=r"upsert' needs target\.key") as info:
@@ -680,3 +684,134 @@ def test_lineage_without_introspection_still_names_datasets(
     assert [(d.namespace, d.name) for d in result.outputs] == [
         ("postgres://dwh.example:5432", "warehouse.public.orders_copy")
     ]
+
+
+# --- Mapped tasks and their Assets (a real scheduler's race) ----------------------------------
+
+
+def test_partial_declares_the_mapped_tasks_assets_at_parse_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every map index records its event on a target Airflow knew since parsing, so that no
+    two mapped tasks race to create it through the alias (UniqueViolation in the API server)."""
+    monkeypatch.setenv("AIRFLOW_CONN_SRC", "postgres://u:pw@db.example:6543/shop")
+    monkeypatch.setenv("AIRFLOW_CONN_DWH", "postgres://u:pw@dwh.example/warehouse")
+    parts = [{"column": "id", "lower": 1, "upper": 5}, {"column": "id", "lower": 5}]
+    common = {"source_conn_id": "src", "source_table": "orders", "key": "id"}
+    with make_dag():
+        known = PgferryOperator.partial(
+            task_id="known", target_conn_id="dwh", target_table="mart.orders_copy", **common
+        ).expand(partition=parts)
+        unknown = PgferryOperator.partial(
+            task_id="unknown", target_conn_id="in_the_db", target_table="t", **common
+        ).expand(partition=parts)
+        mine = PgferryOperator.partial(
+            task_id="mine", target_conn_id="dwh", target_table="t", outlets=[], **common
+        ).expand(partition=parts)
+    source = Asset(uri="postgres://db.example:6543/shop/public/orders")
+    assert known.inlets == [source]
+    assert known.outlets == [Asset(uri="postgres://dwh.example:5432/warehouse/mart/orders_copy")]
+    assert unknown.outlets == [AssetAlias(name="pgferry:d.unknown")]
+    assert mine.outlets == []  # what the DAG author gave is kept
+
+
+def test_only_map_index_zero_creates_the_target_through_the_alias(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pgferry.airflow import _assets
+
+    monkeypatch.setattr(_assets, "_POLL_S", 0.0)
+    target = "postgres://h:5432/db/public/t"
+    warnings: list[str] = []
+
+    def warn(msg: str, *args: Any) -> None:
+        warnings.append(msg % args)
+
+    def allowed(map_index: int | None, answers: list[set[str] | None], wait_s: float = 5) -> bool:
+        it = iter(answers)
+        return _assets.alias_event_allowed(
+            map_index, "pgferry:d.t", target, warn=warn, wait_s=wait_s,
+            lookup=lambda name: next(it, answers[-1]),
+        )  # fmt: skip
+
+    assert allowed(None, [None]) and allowed(-1, [set()])  # unmapped: always
+    assert allowed(0, [set()])  # map index 0 creates the Asset and links the alias
+    assert allowed(3, [{target}])  # the alias resolves already: nothing to create
+    # Map index 2 waits until map index 0 has created it.
+    assert allowed(2, [set(), set(), {"postgres://other"}, {target}])
+    assert not warnings
+    # Never created in time, or no way to ask: no event, one warning, no failed task.
+    assert not allowed(1, [set()], wait_s=0)
+    assert not allowed(1, [None])
+    assert len(warnings) == 2 and "only map index 0 may create it" in warnings[0]
+
+
+# --- Runs with no logical date (Airflow 3's default for the UI, the REST API and the CLI) -----
+
+
+def test_example_templates_render_for_a_run_without_a_logical_date(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    dags = Path(__file__).resolve().parents[2] / "dags"
+    monkeypatch.syspath_prepend(str(dags))
+    monkeypatch.setenv("AIRFLOW_CONN_PG_SOURCE", "postgres://u@db.example:5432/src")
+    monkeypatch.setenv("AIRFLOW_CONN_PG_TARGET", "postgres://u@dwh.example:5432/dwh")
+    bag = DagBag(dag_folder=str(dags))
+    assert not bag.import_errors
+    run_after = dt.datetime(2026, 12, 1, 21, 30, tzinfo=dt.UTC)
+    rendered = {}
+    for dag in bag.dags.values():
+        for task in dag.tasks:
+            if not isinstance(task, PgferryOperator):
+                continue
+            # What Airflow's task runner gives a run with "logical_date": null: no ds, ts,
+            # logical_date or data_interval_* keys at all.
+            context = {
+                "dag": dag,
+                "task": task,
+                "run_id": "manual__2026-12-01T21:30:00+00:00",
+                "ti": SimpleNamespace(map_index=-1),
+                "params": {},
+                "dag_run": SimpleNamespace(
+                    logical_date=None,
+                    run_after=run_after,
+                    data_interval_start=None,
+                    data_interval_end=None,
+                ),
+            }
+            task.render_template_fields(context)  # type: ignore[arg-type]
+            rendered[task.task_id] = (task.source_params, task.run_key)
+    assert rendered["snapshot_customers"] == (
+        ["2026-12-01"],
+        "pgferry_daily_snapshot/manual__2026-12-01T21:30:00+00:00/snapshot_customers/-1",
+    )
+    assert rendered["upsert_orders"][0] == [str(run_after)]
+    assert set(rendered) == {"snapshot_customers", "upsert_orders", "copy_customers"}
+
+
+def test_the_url_quoted_password_is_handed_to_the_secret_masker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from airflow.sdk.log import mask_secret as real_mask_secret
+
+    from pgferry.airflow import hooks
+
+    masked: list[Any] = []
+
+    def record(secret: Any, name: str | None = None) -> None:
+        masked.append(secret)
+        real_mask_secret(secret, name)
+
+    monkeypatch.setattr(hooks, "mask_secret", record)
+    dsn = dsn_from_connection(connection("src"))  # password p@ss/w:rd
+    assert "p%40ss%2Fw%3Ard" in dsn
+    assert masked == ["p%40ss%2Fw%3Ard"]
+    # What Airflow's masker does with it in a task log line.
+    from airflow.sdk._shared.secrets_masker import redact
+
+    assert "p%40ss" not in str(redact(f"connecting to {dsn}"))
+    masked.clear()
+    dsn_from_connection(connection("dwh"))  # nothing to quote: Airflow masks it as stored
+    assert masked == []

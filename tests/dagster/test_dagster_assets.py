@@ -68,7 +68,7 @@ def step_events(result: dg.ExecuteInProcessResult, kind: str) -> list[dg.Dagster
         ),
         ({"target_table": "b"}, "give job=, or target_table and one of source_table"),
         (
-            {"source_table": "a", "target_table": "b", "mode": "upsert"},
+            {"source_query": "SELECT 1 AS id", "target_table": "b", "mode": "upsert"},
             "mode 'upsert' needs target.key",
         ),
         (
@@ -120,7 +120,8 @@ def test_factory_takes_a_job_object_mapping_or_file(tmp_path: Path) -> None:
         # Knobs the job leaves unset stay unset, so the resource's defaults still apply.
         assert "workers" not in info.job.model_fields_set
         spec = asset.specs_by_key[dg.AssetKey(["job_forms", str(i)])]
-        assert [d.asset_key for d in spec.deps] == [dg.AssetKey(["source", "public", "orders"])]
+        source = dg.AssetKey(["source", "public", "orders_source"])
+        assert [d.asset_key for d in spec.deps] == [source]
         assert spec.metadata["pgferry/job"].value["target"]["mode"] == "upsert"
 
 
@@ -144,6 +145,19 @@ def test_translator_chooses_keys_and_source_specs_follow() -> None:
     (source,) = pgferry_source_specs(asset, asset)
     assert source.key == dg.AssetKey(["erp", "items"])
     assert source.metadata["dagster/table_name"] == "public.items"
+
+
+def test_default_source_and_target_are_labelled_apart() -> None:
+    """Dagster's asset graph labels a node with the last part of its key: the source table's
+    node must not read like its target's (both were "customers")."""
+    for source, target in [("public.customers", "customers"), ("customers", "public.customers"),
+                           ("customers", "customers_copy")]:  # fmt: skip
+        asset = pgferry_asset(source_table=source, target_table=target, mode="replace")
+        (spec,) = asset.specs
+        (dep,) = spec.deps
+        assert dep.asset_key.path[-1] == "customers_source"
+        assert dep.asset_key.path[0] == "source"
+        assert dep.asset_key.path[-1] != spec.key.path[-1]
 
 
 def test_resource_fills_dsns_and_defaults() -> None:
@@ -194,13 +208,16 @@ def test_emptied_window_is_emptied_in_the_target(dbs: Databases) -> None:
         key_columns="id", incremental_column="updated_at", partitions_def=hourly,
     )  # fmt: skip
     res = resource(dbs)
-    first = dg.materialize([asset], resources=res, partition_key="2024-01-01-01:00")
-    assert materialization(first)["dagster/row_count"] == 401  # ids 600 to 1000
+    first = materialization(
+        dg.materialize([asset], resources=res, partition_key="2024-01-01-01:00")
+    )
+    # ids 600 to 1000: the partition, and (the one partition loaded) the whole table.
+    assert (first["dagster/partition_row_count"], first["dagster/row_count"]) == (401, 401)
     execute(dbs.source, "DELETE FROM events WHERE updated_at >= '2024-01-01 01:00+00'")
     meta = materialization(dg.materialize([asset], resources=res, partition_key="2024-01-01-01:00"))
     assert meta["pgferry/rows_read"] == 0
     assert fetchval(dbs.target, "SELECT count(*) FROM events_copy") == 0
-    assert meta["dagster/row_count"] == 0
+    assert (meta["dagster/partition_row_count"], meta["dagster/row_count"]) == (0, 0)
 
 
 def test_terminal_failure_is_not_retried(dbs: Databases) -> None:
@@ -362,6 +379,7 @@ def test_run_on_dagster_postgres_storage(
         assert record.asset_materialization is not None
         stored = record.asset_materialization.metadata
         assert stored["dagster/row_count"].value == 96
+        assert stored["dagster/partition_row_count"].value == 96
         assert stored["pgferry/run_id"].value == materialization(result)["pgferry/run_id"]
     finally:
         instance.dispose()
@@ -379,7 +397,11 @@ def test_key_ranges_load_in_parallel(example_dbs: Databases) -> None:
 
     with concurrent.futures.ThreadPoolExecutor(len(ex.ORDER_RANGES)) as pool:
         metas = list(pool.map(load, [p.name for p in ex.ORDER_RANGES]))
-    assert [m["dagster/row_count"] for m in metas] == [250, 250, 250, 250]
+    # Dagster's meaning: the partition's rows, and the whole table's rows when it was counted
+    # (after the run's own commit, while others ran). The last count saw every range.
+    assert [m["dagster/partition_row_count"] for m in metas] == [250, 250, 250, 250]
+    counts = [m["dagster/row_count"] for m in metas]
+    assert all(250 <= c <= 1000 for c in counts) and max(counts) == 1000
     assert [m["pgferry/partition"] for m in metas] == [p.name for p in ex.ORDER_RANGES]
     query = "SELECT id, customer_id, status, total, created_at FROM orders ORDER BY id"
     assert fetch(example_dbs.target, query) == fetch(example_dbs.source, query)

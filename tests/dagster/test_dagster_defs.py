@@ -80,7 +80,7 @@ def test_customers_full_copy_with_transform(example_dbs: Databases) -> None:
         ("signed_up_at", "timestamp with time zone"),
         ("email_domain", "text"),
     ]
-    source_key = dg.AssetKey(["source", "public", "customers"])
+    source_key = dg.AssetKey(["source", "public", "customers_source"])
     assert meta["dagster/column_lineage"].deps_by_column == {
         c: [dg.TableColumnDep(asset_key=source_key, column_name=s)]
         for c, s in [
@@ -117,11 +117,12 @@ EVENTS = "SELECT id, occurred_at, kind, amount FROM {} ORDER BY id"
 
 def test_events_daily_partitions_and_idempotent_reload(example_dbs: Databases) -> None:
     src, tgt = example_dbs.source, example_dbs.target
-    for day in ("2024-01-01", "2024-01-02", "2024-01-03"):
+    for n, day in enumerate(("2024-01-01", "2024-01-02", "2024-01-03"), 1):
         result = run(ex.events, partition_key=day)
         assert result.success
         meta = materialization(result)
-        assert meta["dagster/row_count"] == 96
+        # Dagster's meaning: the day's rows, and the whole table's.
+        assert (meta["dagster/partition_row_count"], meta["dagster/row_count"]) == (96, 96 * n)
         assert meta["pgferry/partition"] == day
         assert (meta["pgferry/rows_read"], meta["pgferry/rows_written"]) == (96, 96)
         assert meta["dagster/table_name"] == f"{db_name(tgt)}.public.events"
@@ -140,7 +141,9 @@ def test_events_daily_partitions_and_idempotent_reload(example_dbs: Databases) -
         src, "UPDATE events SET kind = 'refund' WHERE id = 100; DELETE FROM events WHERE id = 101"
     )
     result = run(ex.events, partition_key="2024-01-02")
-    assert materialization(result)["dagster/row_count"] == 95
+    meta = materialization(result)
+    assert (meta["dagster/partition_row_count"], meta["dagster/row_count"]) == (95, 287)
+    assert meta["pgferry/rows_deleted"] == 96  # the day as it was loaded before
     assert rows(tgt, EVENTS.format("public.events")) == rows(src, EVENTS.format("public.events"))
 
     # A backfill of the range (one run per partition, as Dagster launches it) is idempotent.
@@ -178,13 +181,14 @@ def test_orders_ranges_are_what_plan_partitions_gives(example_dbs: Databases) ->
 
 def test_orders_key_ranges_then_downstream(example_dbs: Databases) -> None:
     src, tgt = example_dbs.source, example_dbs.target
-    for part, (low, high) in zip(
-        ex.ORDER_RANGES, [(1, 250), (251, 500), (501, 750), (751, 1000)], strict=True
+    for n, (part, (low, high)) in enumerate(
+        zip(ex.ORDER_RANGES, [(1, 250), (251, 500), (501, 750), (751, 1000)], strict=True), 1
     ):
         result = run(ex.orders, partition_key=part.name)
         assert result.success
         meta = materialization(result)
-        assert meta["dagster/row_count"] == 250
+        # The range's 250 rows; the table holds the ranges loaded so far.
+        assert (meta["dagster/partition_row_count"], meta["dagster/row_count"]) == (250, 250 * n)
         assert meta["pgferry/partition"] == part.name
         assert_checks_pass(result, **{"pgferry/source_rows": 250, "pgferry/target_rows": 250})
         ids = rows(tgt, f"SELECT min(id), max(id) FROM public.orders WHERE id >= {low}")
@@ -217,11 +221,12 @@ def test_definitions_hold_every_example() -> None:
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
     assert keys == {
         "customers", "events", "orders", "order_totals",
-        "source/public/customers", "source/public/events", "source/public/orders",
+        "source/public/customers_source", "source/public/events_source",
+        "source/public/orders_source",
     }  # fmt: skip
     # Source → target lineage in the graph.
     assert graph.get(dg.AssetKey("orders")).parent_keys == {
-        dg.AssetKey(["source", "public", "orders"])
+        dg.AssetKey(["source", "public", "orders_source"])
     }
     assert graph.get(dg.AssetKey("order_totals")).parent_keys == {dg.AssetKey("orders")}
     checks = {k.name for k in graph.asset_check_keys}

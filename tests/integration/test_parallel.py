@@ -214,7 +214,11 @@ def test_target_created_from_the_first_batch_with_declared_columns(dbs: Database
     ("changes", "why"),
     [
         ({"incremental": {"column": "created_at"}}, "incremental load commits one watermark"),
-        ({"source": {"key": None}}, "without a key the run is one transaction"),
+        # (bench_src's primary key is the default key: only a query source has none.)
+        (
+            {"source": {"key": None, "table": None, "query": "SELECT * FROM bench_src"}},
+            "without a key the run is one transaction",
+        ),
         ({"source": {"key": "name"}}, "is not an integer column"),
         ({"max_rejects": 5}, "max_rejects is one budget"),
         ({"transform": "lambda"}, "not importable by module path"),

@@ -125,8 +125,8 @@ def test_load_split_name_without_the_shared_file_is_pgferrys() -> None:
 # --- Methods and rounds -----------------------------------------------------------------------
 
 
-def test_methods_a_to_g_resolve_to_functions() -> None:
-    assert list(METHODS) == list("abcdefg")
+def test_methods_a_to_i_resolve_to_functions() -> None:
+    assert list(METHODS) == list("abcdefghi")
     for method in METHODS.values():
         assert callable(method.load())
     assert [m.key for m in METHODS.values() if m.baseline] == ["a", "b"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +135,82 @@ def test_init_scripts_seed_what_the_examples_read() -> None:
     warehouse_sql = (ROOT / "docker" / "initdb" / "warehouse.sql").read_text()
     assert "CREATE DATABASE dagster_warehouse;" in warehouse_sql
     assert "CREATE DATABASE dagster;" in (ROOT / "docker" / "initdb" / "metadata.sql").read_text()
+
+
+CELERY = {
+    "redis",
+    "airflow-init",
+    "airflow-api-server",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-worker-1",
+    "airflow-worker-2",
+}
+
+
+def test_celery_profile_is_the_celery_executor_topology() -> None:
+    svcs = services()
+    in_profile = {n for n, s in svcs.items() if "celery" in s.get("profiles", [])}
+    assert in_profile == CELERY
+    # The standalone Airflow is the other profile, the default one of .env.example: the two
+    # never run against the same metadata database together.
+    assert svcs["airflow"]["profiles"] == ["local"]
+    assert env_example()["COMPOSE_PROFILES"] == "local"
+    assert svcs["redis"]["image"].startswith("redis:7")
+    assert "redis-cli" in svcs["redis"]["healthcheck"]["test"]
+    commands = {n: svcs[n]["command"] for n in CELERY - {"redis"}}
+    assert commands == {
+        "airflow-init": ["db", "migrate"],
+        "airflow-api-server": ["api-server"],
+        "airflow-scheduler": ["scheduler"],
+        "airflow-dag-processor": ["dag-processor"],
+        "airflow-worker-1": ["celery", "worker"],
+        "airflow-worker-2": ["celery", "worker"],
+    }
+    assert svcs["airflow-worker-1"]["hostname"] != svcs["airflow-worker-2"]["hostname"]
+    standalone = svcs["airflow"]["environment"]
+    for name in CELERY - {"redis"}:
+        svc = svcs[name]
+        env = svc["environment"]
+        assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
+        assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0", name
+        assert env["AIRFLOW__API_AUTH__JWT_SECRET"] == "${AIRFLOW_JWT_SECRET}", name
+        # The same DAGs and connections as the standalone service.
+        assert "./dags:/opt/airflow/dags:ro" in svc["volumes"], name
+        for key in ("AIRFLOW__CORE__DAGS_FOLDER", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+                    "AIRFLOW_CONN_PG_SOURCE", "AIRFLOW_CONN_PG_TARGET"):  # fmt: skip
+            assert env[key] == standalone[key], (name, key)
+        if name != "airflow-init":
+            deps = svc["depends_on"]
+            assert set(deps) == DATABASES | {"redis", "airflow-init"}, name
+            assert deps["airflow-init"]["condition"] == "service_completed_successfully"
+    assert svcs["airflow-api-server"]["ports"] == ["${AIRFLOW_PORT}:8080"]
+
+
+def test_make_stack_sets_what_the_celery_profile_sets() -> None:
+    """scripts/stack.py (``make stack``) runs the celery topology without Docker: every
+    Airflow variable of the profile is set there too, pointed at this machine."""
+    import importlib.util
+
+    path = ROOT / "scripts" / "stack.py"
+    spec = importlib.util.spec_from_file_location("pgferry_stack_script", path)
+    assert spec and spec.loader
+    stack = importlib.util.module_from_spec(spec)
+    sys.modules["pgferry_stack_script"] = stack  # dataclasses look their module up
+    try:
+        spec.loader.exec_module(stack)
+    finally:
+        del sys.modules["pgferry_stack_script"]
+    dsn = "postgresql://postgres@127.0.0.1:5555/{}"
+    names = ("airflow_source", "warehouse", "airflow_metadata", "dagster_source",
+             "dagster_warehouse", "dagster_metadata")  # fmt: skip
+    dsns = {k: dsn.format(k) for k in names}
+    airflow = stack.airflow_env(dsns, {"airflow": 8080, "redis": 6390})
+    profile = services()["airflow-scheduler"]["environment"]
+    assert set(profile) <= set(airflow)
+    assert airflow["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert airflow["AIRFLOW__CORE__DAGS_FOLDER"] == str(ROOT / "dags")
+    assert airflow["AIRFLOW_CONN_PG_SOURCE"].endswith("/airflow_source")
+    dagster = stack.dagster_env(dsns)
+    assert set(services()["dagster-webserver"]["environment"]) <= set(dagster)
+    assert dagster["PGFERRY_SOURCE_DSN"].endswith("/dagster_source")

@@ -19,6 +19,7 @@ from pgferry.errors import (
     PgferryError,
     RowLevelPipeFailure,
     SchemaError,
+    SchemaLockError,
     TransformError,
     TransformImportError,
     Transient,
@@ -45,6 +46,7 @@ ERROR_CLASSES: list[type[PgferryError]] = [
     ConcurrentRunError,
     RowLevelPipeFailure,
     EmbeddedPostgresError,
+    SchemaLockError,
 ]
 
 

@@ -169,6 +169,7 @@ def test_to_dict_contents() -> None:
         "error": None,
         "run_key": None,
         "committed_by": None,
+        "schema_changes": [],
     }
     # to_dict does not change the result itself.
     assert res.stages["load"].busy_s == 0.1234567891

@@ -17,6 +17,7 @@ from functools import cached_property
 from typing import Any
 
 from airflow.sdk import Asset, BaseHook, Connection
+from airflow.sdk.log import mask_secret
 
 from pgferry._dsn import mask_dsn
 from pgferry.errors import ConfigError
@@ -113,7 +114,12 @@ def dsn_from_connection(conn: Connection, database: str | None = None) -> str:
     if conn.login:
         netloc = urllib.parse.quote(conn.login, safe="")
         if conn.password:
-            netloc += ":" + urllib.parse.quote(conn.password, safe="")
+            quoted = urllib.parse.quote(conn.password, safe="")
+            if quoted != conn.password:
+                # Airflow masks the password as stored; inside the DSN it reads differently
+                # (`p%40ss` for `p@ss`), so that form is masked too, in task logs and XComs.
+                mask_secret(quoted)
+            netloc += ":" + quoted
         netloc += "@"
     if host.startswith("/"):
         # A Unix socket directory cannot sit in the authority part.

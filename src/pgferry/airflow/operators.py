@@ -22,15 +22,22 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException
 
 import pgferry
 from pgferry._dsn import mask_dsn
+from pgferry.airflow._assets import alias_event_allowed, parse_assets
 from pgferry.airflow._http import endpoint_asset, http_lineage, http_target_changes, shown_url
 from pgferry.airflow._task import partition_data, query_param, run_key_of
-from pgferry.airflow.hooks import PgferryHook, connection_from_environment, table_uri
+from pgferry.airflow.hooks import PgferryHook, table_uri
 from pgferry.engine.progress import ProgressLogger
 from pgferry.errors import ConfigError, PgferryError, Transient
 from pgferry.jobfile import apply_overrides
 from pgferry.spec import Job, Partition
 
 __all__ = ["DEFAULT_RUN_KEY", "PgferryOperator"]
+
+
+def alias_name(dag_id: str | None, task_id: str) -> str:
+    """The name of the AssetAlias of a task whose target is named only at run time."""
+    return f"pgferry:{dag_id or '-'}.{task_id}"
+
 
 DEFAULT_RUN_KEY = "{{ dag.dag_id }}/{{ run_id }}/{{ task.task_id }}/{{ ti.map_index }}"
 """The default ``run_key``: the same for every try and clear of one task instance."""
@@ -153,52 +160,40 @@ class PgferryOperator(BaseOperator):
             # Mapped over partitions, each task shows as its range in the UI.
             self.map_index_template = "{{ task.partition_name }}"
         dag = self.get_dag()
-        self.asset_alias_name = f"pgferry:{dag.dag_id if dag else '-'}.{self.task_id}"
-        # A mapped task is built again for each map index when it runs, after its DAG was
-        # parsed without this __init__: an Asset first declared then would be unknown to
-        # Airflow, and its event dropped. Its target event goes through the alias.
+        self.asset_alias_name = alias_name(dag.dag_id if dag else None, self.task_id)
+        # A mapped task is built again for each map index when it runs, with the inlets and
+        # outlets that partial() declared when the DAG was parsed (this __init__ did not run
+        # then): Assets first declared now would be unknown to Airflow, and their events dropped.
         mapped = bool(getattr(self, "_BaseOperator__from_mapped", False))
-        if not self.inlets and not mapped:
-            source = self._asset_known_at_parse_time("source")
-            self.inlets = [source] if source is not None else []
-        if not self.outlets:
-            # Where the target's Asset URI needs a connection that DAG parsing must not fetch,
-            # the alias is resolved to the target Asset when the task succeeds.
-            target = None if mapped else self._asset_known_at_parse_time("target")
+        if not mapped:
+            inlets, outlets = parse_assets(vars(self), self.asset_alias_name)
+            if not self.inlets:
+                self.inlets = inlets
+            if not self.outlets:
+                self.outlets = outlets
+        elif not self.outlets:
             self.outlets = [AssetAlias(name=self.asset_alias_name)]
-            if target is not None:
-                self.outlets.insert(0, target)
         self._job: Job | None = None
         self._result: dict[str, Any] | None = None
 
-    def _asset_known_at_parse_time(self, side: str) -> Asset | None:
-        """The Asset of the source or target table, if known without I/O, else ``None``.
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:
+        """Like ``BaseOperator.partial``, and declares the mapped task's Assets at parse time.
 
-        Known when the table is a literal name (no template, no override) and the connection
-        is an ``AIRFLOW_CONN_…`` variable, or the :class:`pgferry.Job` holds a ``postgres://``
-        DSN. Never raises: a DAG file must parse whatever the connection holds.
+        Every map index then records its event on the target's Asset (known to Airflow since
+        the DAG was parsed), instead of racing with the others to create it through the alias.
         """
-        try:
-            if {f"{side}.table", f"{side}.query", f"{side}.dsn"} & set(self.overrides):
-                return None
-            job = self.job if isinstance(self.job, Job) else None
-            given = self.source_table if side == "source" else self.target_table
-            if side == "source" and self.source_query is not None:
-                return None
-            part = None if job is None else (job.source if side == "source" else job.target)
-            table = given if given is not None else getattr(part, "table", None)
-            if table is None or (isinstance(table, str) and "{{" in table):
-                return None
-            conn_id = self.source_conn_id if side == "source" else self.target_conn_id
-            if conn_id:
-                conn = connection_from_environment(conn_id)
-            elif part is not None and part.dsn and "://" in part.dsn:
-                conn = Connection.from_uri(part.dsn, conn_id="pgferry")
-            else:
-                conn = None
-            return Asset(uri=table_uri(conn, table)) if conn is not None else None
-        except Exception:
-            return None
+        given_inlets, given_outlets = "inlets" in kwargs, "outlets" in kwargs
+        op_partial = super().partial(**kwargs)
+        args = op_partial.kwargs
+        dag = args.get("dag")
+        name = alias_name(dag.dag_id if dag is not None else None, args["task_id"])
+        inlets, outlets = parse_assets(args, name)
+        if not given_inlets:
+            args["inlets"] = inlets
+        if not given_outlets:
+            args["outlets"] = outlets
+        return op_partial
 
     @property
     def partition_name(self) -> str:
@@ -411,8 +406,14 @@ class PgferryOperator(BaseOperator):
             events[outlet].extra.update(extra)
         if declared or summary["status"] == "skipped":
             return
+        ti = context.get("ti")
+        map_index = getattr(ti, "map_index", None) if ti is not None else None
         for outlet in self.outlets:
-            if isinstance(outlet, AssetAlias) and outlet.name == self.asset_alias_name:
+            if (
+                isinstance(outlet, AssetAlias)
+                and outlet.name == self.asset_alias_name
+                and alias_event_allowed(map_index, outlet.name, target, warn=self.log.warning)
+            ):
                 events[outlet].add(Asset(uri=target), extra=extra)
 
     # --- OpenLineage --------------------------------------------------------------------------

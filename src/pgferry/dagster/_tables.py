@@ -71,21 +71,26 @@ class TargetInfo:
     Attributes:
         table_name: ``database.schema.table``.
         columns: Its columns with exact types.
-        row_count: Rows in the job's scope (its partition, else the whole table), if counted.
+        row_count: Rows in the whole table, if counted.
+        partition_row_count: Rows in the job's partition, if it has one and they were counted.
     """
 
     table_name: str
     columns: list[Column]
     row_count: int | None
+    partition_row_count: int | None = None
 
 
-async def _target_scope_count(conn: asyncpg.Connection, job: Job, columns: list[Column]) -> int:
+async def _count_table(conn: asyncpg.Connection, job: Job, columns: list[Column]) -> int:
+    query = sql.select_from_table(job.target.pg_table, [columns[0].name])
+    return int(await conn.fetchval(_count(query)))
+
+
+async def _count_partition(conn: asyncpg.Connection, job: Job, columns: list[Column]) -> int:
     table = job.target.pg_table
     types = {c.name: c.type for c in columns}
     part = job.partition
-    if part is None:
-        query = sql.select_from_table(table, [columns[0].name])
-        return int(await conn.fetchval(_count(query)))
+    assert part is not None
     if part.column not in types:
         raise SchemaError(
             f"target table {table} has no column {part.column!r} to count the partition by",
@@ -101,8 +106,11 @@ async def _target_scope_count(conn: asyncpg.Connection, job: Job, columns: list[
     return int(await conn.fetchval(_count(query), *args))
 
 
-async def describe_target(job: Job, *, count: bool) -> TargetInfo | None:
-    """Name, columns and (with ``count``) rows in scope of the job's target; ``None`` if absent."""
+async def describe_target(
+    job: Job, *, count: bool, count_partition: bool = False
+) -> TargetInfo | None:
+    """Name and columns of the job's target, ``None`` if absent; with ``count`` the rows of the
+    whole table, with ``count_partition`` (and a partition) the rows of the job's partition."""
 
     async def use(conn: asyncpg.Connection) -> TargetInfo | None:
         columns = await schema.describe_table(conn, job.target.pg_table)
@@ -111,16 +119,24 @@ async def describe_target(job: Job, *, count: bool) -> TargetInfo | None:
         name = await conn.fetchrow(_QUALIFIED_NAME, job.target.pg_table.sql)
         assert name is not None  # `$1::regclass` raises for a missing table: a row comes back
         db, nsp, rel = name
-        rows = await _target_scope_count(conn, job, columns) if count and columns else None
-        return TargetInfo(f"{db}.{nsp}.{rel}", columns, rows)
+        rows = await _count_table(conn, job, columns) if count and columns else None
+        in_partition = (
+            await _count_partition(conn, job, columns)
+            if count_partition and columns and job.partition is not None
+            else None
+        )
+        return TargetInfo(f"{db}.{nsp}.{rel}", columns, rows, in_partition)
 
     return await _on(job, "target", use)
 
 
 async def count_target(job: Job) -> int | None:
     """Rows of the target in the job's scope (its partition, else all); ``None`` if absent."""
-    info = await describe_target(job, count=True)
-    return info.row_count if info is not None else None
+    if job.partition is None:
+        info = await describe_target(job, count=True)
+        return info.row_count if info is not None else None
+    info = await describe_target(job, count=False, count_partition=True)
+    return info.partition_row_count if info is not None else None
 
 
 async def source_columns(job: Job) -> list[Column]:

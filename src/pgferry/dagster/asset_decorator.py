@@ -347,22 +347,36 @@ def _failure(exc: PgferryError, context: dg.AssetExecutionContext) -> dg.Failure
 def _target_metadata(
     job: Job, result: RunResult, info: PgferryAssetInfo, context: dg.AssetExecutionContext
 ) -> dict[str, Any]:
-    """The ``dagster/`` table keys; a failure here is logged, never failing a committed load."""
-    # A reload (replace, or a partition replaced in one transaction) leaves exactly the rows
-    # it wrote in its scope; other modes are counted on the server.
+    """The ``dagster/`` table keys; a failure here is logged, never failing a committed load.
+
+    ``dagster/row_count`` is the whole table's rows and ``dagster/partition_row_count`` the
+    partition's, as Dagster means them. A reload (``replace``, or a partition replaced in one
+    transaction) leaves exactly the rows it wrote in its scope: that count needs no scan.
+    """
     if job.target.http is not None:
         # An endpoint holds no table to count: the rows this run delivered.
         return {
             "dagster/row_count": dg.MetadataValue.int(result.rows_written),
             "pgferry/endpoint": dg.MetadataValue.text(str(mask_url(job.target.http.url))),
         }
-    reloaded = job.target.mode == "replace" or (job.partition is not None and job.partition.replace)
+    part = job.partition
+    replaced_table = job.target.mode == "replace" and part is None
+    reloaded_partition = part is not None and part.replace
     try:
-        target, source = asyncio.run(_describe(job, count=not reloaded, lineage=info.source_spec))
+        target, source = asyncio.run(
+            _describe(
+                job,
+                count=not replaced_table,
+                count_partition=part is not None and not reloaded_partition,
+                lineage=info.source_spec,
+            )
+        )
     except Exception as exc:
         context.log.warning(f"pgferry: could not describe the target for metadata: {exc}")
         return table_metadata(
-            table_name=str(job.target.table), row_count=result.rows_written if reloaded else None
+            table_name=str(job.target.table),
+            row_count=result.rows_written if replaced_table else None,
+            partition_row_count=result.rows_written if reloaded_partition else None,
         )
     if target is None:  # e.g. a replace of nothing with no existing table
         return table_metadata(table_name=str(job.target.table), row_count=0)
@@ -378,15 +392,18 @@ def _target_metadata(
     return table_metadata(
         table_name=target.table_name,
         columns=target.columns,
-        row_count=result.rows_written if reloaded else target.row_count,
+        row_count=result.rows_written if replaced_table else target.row_count,
+        partition_row_count=(
+            result.rows_written if reloaded_partition else target.partition_row_count
+        ),
         lineage=lineage,
     )
 
 
 async def _describe(
-    job: Job, *, count: bool, lineage: dg.AssetSpec | None
+    job: Job, *, count: bool, count_partition: bool, lineage: dg.AssetSpec | None
 ) -> tuple[_tables.TargetInfo | None, list[Any] | None]:
-    target = _tables.describe_target(job, count=count)
+    target = _tables.describe_target(job, count=count, count_partition=count_partition)
     if lineage is None:
         return await target, None
     found, source = await asyncio.gather(target, _tables.source_columns(job))

@@ -1,8 +1,9 @@
 """RunResult and table descriptions as Dagster metadata (nothing is parsed from logs).
 
-Standard keys: ``dagster/row_count``, ``dagster/table_name``, ``dagster/column_schema``,
-``dagster/column_lineage``. pgferry's own keys sit under ``pgferry/`` and come one for one from
-:meth:`pgferry.RunResult.to_dict`.
+Standard keys (:class:`dagster.TableMetadataSet`): ``dagster/row_count`` (the whole table),
+``dagster/partition_row_count`` (the partition), ``dagster/table_name``,
+``dagster/column_schema``, ``dagster/column_lineage``. pgferry's own keys sit under
+``pgferry/`` and come one for one from :meth:`pgferry.RunResult.to_dict`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,11 @@ from typing import Any
 import dagster as dg
 
 from pgferry import lineage
+
+try:
+    from dagster import TableMetadataSet  # type: ignore[attr-defined,unused-ignore]
+except ImportError:  # Dagster 1.13 defines it (and documents it) but does not export it
+    from dagster._core.definitions.metadata.metadata_set import TableMetadataSet
 from pgferry.errors import PgferryError, Transient
 from pgferry.result import RunResult
 from pgferry.schema import Column
@@ -60,8 +66,9 @@ def result_metadata(result: RunResult) -> dict[str, dg.MetadataValue[Any]]:
     ``rows_rejected``, ``rows_deleted``, ``batches``, ``attempts``, ``bytes_written``,
     ``workers`` (int); ``duration_s`` and ``<stage>_busy_s`` / ``<stage>_wait_s`` for the
     ``extract``, ``transform`` and ``load`` stages (float, seconds); ``watermark_before`` and
-    ``watermark_after`` (text, or null without an incremental position); ``error`` (failed
-    runs only).
+    ``watermark_after`` (text, or null without an incremental position); ``schema_changes``
+    (JSON: the changes the schema step made, ``{column, change, from, to}``); ``error``
+    (failed runs only).
     """
     data = result.to_dict()
     meta: dict[str, dg.MetadataValue[Any]] = {}
@@ -77,6 +84,8 @@ def result_metadata(result: RunResult) -> dict[str, dg.MetadataValue[Any]]:
     for stage, stats in data["stages"].items():
         meta[f"pgferry/{stage}_busy_s"] = dg.MetadataValue.float(float(stats["busy_s"]))
         meta[f"pgferry/{stage}_wait_s"] = dg.MetadataValue.float(float(stats["wait_s"]))
+    # Beside ``dagster/column_schema`` (the target as it is after the run).
+    meta["pgferry/schema_changes"] = dg.MetadataValue.json(data["schema_changes"])
     if data["error"] is not None:
         meta["pgferry/error"] = dg.MetadataValue.text(data["error"])
     return meta
@@ -149,14 +158,18 @@ def table_metadata(
     table_name: str,
     columns: Sequence[Column] | None = None,
     row_count: int | None = None,
+    partition_row_count: int | None = None,
     lineage: dg.TableColumnLineage | None = None,
 ) -> dict[str, Any]:
-    """The standard ``dagster/`` table keys that are known."""
-    meta: dict[str, Any] = {"dagster/table_name": dg.MetadataValue.text(table_name)}
-    if row_count is not None:
-        meta["dagster/row_count"] = dg.MetadataValue.int(row_count)
-    if columns is not None:
-        meta["dagster/column_schema"] = dg.MetadataValue.table_schema(table_schema(columns))
-    if lineage is not None:
-        meta["dagster/column_lineage"] = dg.MetadataValue.column_lineage(lineage)
-    return meta
+    """The standard ``dagster/`` table keys that are known, by Dagster's meaning
+    (:class:`dagster.TableMetadataSet`): ``dagster/row_count`` is the rows of the whole table,
+    ``dagster/partition_row_count`` those of the materialised partition."""
+    return dict(
+        TableMetadataSet(
+            table_name=table_name,
+            row_count=row_count,
+            partition_row_count=partition_row_count,
+            column_schema=table_schema(columns) if columns is not None else None,
+            column_lineage=lineage,
+        )
+    )

@@ -59,6 +59,12 @@ def _parts(table: TableName) -> list[str]:
     return [table.schema, table.name] if table.schema else [table.name]
 
 
+def _source_parts(table: TableName) -> list[str]:
+    # Dagster's asset graph labels a node with the last part of its key only: the source
+    # table's node must not read "customers" like its target's.
+    return [*_parts(table)[:-1], f"{table.name}_source"]
+
+
 class PgferryTranslator:
     """Maps a pgferry job to the :class:`dagster.AssetSpec` of its target and of its source.
 
@@ -77,7 +83,9 @@ class PgferryTranslator:
         """The spec of one side of the transfer.
 
         Defaults: the target's key is its table name (``["staging", "orders"]``) and it
-        depends on the source; a source table's key is ``["source", *table name]``. Both
+        depends on the source; a source table's key is ``["source", schema,
+        "<table>_source"]`` (``source/public/orders_source``), so that the asset graph, which
+        labels a node with the key's last part, tells it from the target. Both
         carry ``dagster/table_name`` and the ``postgres`` kind. A source query has no
         source spec by default: there is no single table to point at (pass ``deps=`` to the
         factory instead); this method is then called for the target side only.
@@ -90,7 +98,7 @@ class PgferryTranslator:
             raise ValueError("a source query has no table to describe as an asset")
         if data.side == "source":
             return dg.AssetSpec(
-                key=dg.AssetKey(["source", *_parts(table)]),
+                key=dg.AssetKey(["source", *_source_parts(table)]),
                 description=f"PostgreSQL table {table}, read by pgferry job {job.name!r}.",
                 metadata={"dagster/table_name": str(table)},
                 kinds={"postgres"},

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+from collections.abc import Awaitable, Callable
 from enum import Enum
 
 import asyncpg
 
-from pgferry import locks, schema
+from pgferry import keys, locks, schema
+from pgferry.arrow import columnar_kind
 from pgferry.connection import close_quietly
 from pgferry.engine import parallel
 from pgferry.engine.connect import connect_side
@@ -25,7 +27,7 @@ from pgferry.engine.lanes.rows import run_rows
 from pgferry.engine.plan import plan_source
 from pgferry.engine.progress import ProgressCallback
 from pgferry.engine.sinks.postgres import PostgresSink
-from pgferry.errors import SchemaError
+from pgferry.errors import ConfigError, SchemaError
 from pgferry.result import RunResult
 from pgferry.spec import Job
 from pgferry.state import LedgerEntry, StateStore
@@ -44,11 +46,15 @@ class Lane(Enum):
     """Decoded rows through the transform."""
     ROWS_TO_ISOLATE = "rows to isolate"
     """Decoded rows without a transform: the pipe met a refused row, which this lane names."""
+    COLUMNAR = "columnar"
+    """Arrow batches through an Arrow or Polars transform (:mod:`pgferry.arrow`)."""
 
 
 def lane_of(job: Job) -> Lane:
-    """The lane a job's first attempt takes: the transform's presence chooses."""
-    return Lane.ROWS if job.transform is not None else Lane.PIPE
+    """The lane a job's first attempt takes: the transform's presence and kind choose."""
+    if job.transform is None:
+        return Lane.PIPE
+    return Lane.COLUMNAR if columnar_kind(job.transform) is not None else Lane.ROWS
 
 
 async def attempt(
@@ -61,6 +67,12 @@ async def attempt(
 ) -> None:
     """One attempt: fresh connections, plan from the ledger, move the rows, finish."""
     if job.target.http is not None:
+        if lane is Lane.COLUMNAR:
+            raise ConfigError(
+                "an Arrow or Polars transform writes binary COPY into PostgreSQL; an HTTP "
+                "target takes a row or batch transform",
+                job=job.name,
+            )
         await attempt_http(job, store, result, on_progress)
         return
     src = tgt = None
@@ -69,11 +81,17 @@ async def attempt(
     try:
         # The row lane installs its codecs once it knows the columns (engine.values).
         src = await connect_side(job, "source", purpose="reader")
+        # The key the job names, else the source table's (pgferry.keys): every step below,
+        # parallel pipelines included, sees the resolved job.
+        job, choice = await keys.resolve(src, job)
+        if choice.origin != "job":
+            log.info("job %s: key %s: %s", job.name, list(choice.columns or ()), choice.why)
         tgt = await connect_side(job, "target", purpose="loader")
         partition = job.partition.name if job.partition else ""
         await locks.wait_for_no_pipelines(tgt, job.name, partition, job.lock_wait)
         ledger = await store.read(tgt, job.name, result.partition)
         plan = await plan_source(src, job, ledger)
+        plan.key = choice
         if plan.start is not None and plan.position_kind == "progress":
             log.warning(
                 "job %s: an earlier run stopped part-way; continuing after %s", job.name, plan.start
@@ -83,6 +101,8 @@ async def attempt(
         if not await _parallel(ctx, ledger, lane=lane):
             if lane is Lane.PIPE:
                 await run_pipe(ctx)
+            elif lane is Lane.COLUMNAR:
+                await _columnar_lane()(ctx)
             else:
                 await run_rows(ctx)
             if sink.ready:
@@ -115,7 +135,13 @@ async def _parallel(ctx: LaneContext, ledger: LedgerEntry | None, *, lane: Lane)
         # An upsert or replace run that failed: it starts over, its ranges are forgotten.
         await parallel.forget_ranges(sink.conn, sink.store, job, sink.partition, result, ranges)
         ranges = None
-    why = parallel.why_not_parallel(job, plan) if lane is Lane.ROWS else "no transform"
+    why = (
+        parallel.why_not_parallel(job, plan)
+        if lane is Lane.ROWS
+        else "the columnar lane runs one pipeline"
+        if lane is Lane.COLUMNAR
+        else "no transform"
+    )
     if ranges is not None:
         if [ranges.column] != job.read_key:
             raise SchemaError(
@@ -130,9 +156,16 @@ async def _parallel(ctx: LaneContext, ledger: LedgerEntry | None, *, lane: Lane)
     if why is None:
         ran: bool = await parallel.run_parallel(ctx, None)
         return ran
-    if lane is Lane.ROWS and isinstance(job.pipelines, int) and job.pipelines > 1:
+    if lane is not Lane.PIPE and isinstance(job.pipelines, int) and job.pipelines > 1:
         log.warning("job %s: one pipeline, not %d: %s", job.name, job.pipelines, why)
     return False
+
+
+def _columnar_lane() -> Callable[[LaneContext], Awaitable[None]]:
+    """The columnar lane, imported when a run takes it: it needs ``pgferry[arrow]``."""
+    from pgferry.engine.lanes.columnar import run_columnar
+
+    return run_columnar
 
 
 async def _replace_with_nothing(job: Job, sink: PostgresSink) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from pgferry import keys
 from pgferry.connection import close_quietly
 from pgferry.engine.connect import connect_side
 from pgferry.engine.lanes.base import LaneContext
@@ -18,6 +19,7 @@ from pgferry.engine.lanes.rows import run_rows
 from pgferry.engine.plan import plan_source
 from pgferry.engine.progress import ProgressCallback
 from pgferry.engine.sinks.http import HttpSink
+from pgferry.errors import ConfigError
 from pgferry.result import RunResult
 from pgferry.spec import Job
 from pgferry.state import StateStore
@@ -35,6 +37,16 @@ async def attempt_http(
     sink: HttpSink | None = None
     try:
         src = await connect_side(job, "source", purpose="reader")
+        job, choice = await keys.resolve(src, job)
+        if not job.read_key:
+            raise ConfigError(
+                "an HTTP target needs a key, and the source table has no primary key or "
+                f"unique index on NOT NULL columns ({choice.why}): set source.key; requests "
+                "are formed from the rows in key order and named by their first and last keys",
+                job=job.name,
+            )
+        if choice.origin != "job":
+            log.info("job %s: key %s: %s", job.name, list(choice.columns or ()), choice.why)
         state = await connect_side(job, "target", purpose="ledger")  # state.dsn
         ledger = await store.read(state, job.name, result.partition)
         plan = await plan_source(src, job, ledger)

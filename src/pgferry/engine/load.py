@@ -101,7 +101,11 @@ class LoadStage:
             await self._prepare(output)
         if output.columns is not None and output.columns != self.canonical:
             assert self.canonical is not None
-            rows = _reorder(output.columns, rows, self.canonical, self.job.name, item.seq)
+            # schema_changes: discard leaves new columns out of the sink's: drop them here.
+            discard = self.job.target.schema_changes == "discard"
+            rows = _reorder(
+                output.columns, rows, self.canonical, self.job.name, item.seq, discard=discard
+            )
         if not sink.ready:
             # Every row so far was dropped or rejected: nothing to write, but counted.
             self.result.rows_read += item.rows_read
@@ -137,8 +141,10 @@ def _reorder(
     canonical: tuple[str, ...],
     job: str,
     seq: int,
+    *,
+    discard: bool = False,
 ) -> list[tuple[Any, ...]]:
-    if set(cols) != set(canonical):
+    if set(cols) != set(canonical) and not (discard and set(canonical) <= set(cols)):
         extra = sorted(set(cols) - set(canonical))
         missing = sorted(set(canonical) - set(cols))
         raise TransformError(

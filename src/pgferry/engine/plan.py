@@ -17,6 +17,7 @@ import asyncpg
 
 from pgferry import schema, sql
 from pgferry.errors import SchemaError
+from pgferry.keys import KeyChoice
 from pgferry.schema import Column
 from pgferry.spec import Job
 from pgferry.state import LedgerEntry
@@ -48,6 +49,8 @@ class SourcePlan:
         base_args: The parameters of ``base`` (the source query's own).
         where: The filters ``query`` applies to ``base`` (SQL built by :mod:`pgferry.sql`),
             for a lane that reads ``base`` its own way.
+        key: Which key the run uses and why (:mod:`pgferry.keys`), once resolved.
+        comment: The source table's comment (copied to a target pgferry creates).
     """
 
     query: str
@@ -62,6 +65,8 @@ class SourcePlan:
     unordered: str = ""
     base_args: list[Any] = field(default_factory=list)
     where: list[str] = field(default_factory=list)
+    key: KeyChoice | None = None
+    comment: str | None = None
 
     @property
     def position_index(self) -> list[int]:
@@ -193,6 +198,8 @@ async def plan_source(conn: asyncpg.Connection, job: Job, ledger: LedgerEntry | 
     plan = SourcePlan(
         query="", args=args, columns=columns, estimate=estimate, base=base, base_args=list(args)
     )
+    if job.source.table is not None:
+        plan.comment = await schema.table_comment(conn, job.source.table)
     key = job.read_key or []
     if inc is not None:
         plan.position_kind = "watermark"

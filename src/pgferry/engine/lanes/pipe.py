@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import AsyncIterable, Callable, Coroutine, Sequence
 from typing import Any
 
 import asyncpg
@@ -21,7 +21,7 @@ from pgferry.engine.extract import extract_failure
 from pgferry.engine.lanes.base import LaneContext
 from pgferry.engine.plan import SourcePlan
 from pgferry.engine.progress import Progress, ProgressCallback
-from pgferry.engine.sinks.postgres import PostgresSink
+from pgferry.engine.sinks.postgres import STAGE, PostgresSink
 from pgferry.engine.sinks.postgres_errors import load_failure
 from pgferry.engine.stages import END, run_stages
 from pgferry.errors import RowLevelPipeFailure
@@ -110,7 +110,7 @@ async def run_pipe(ctx: LaneContext) -> None:
     result.path = "pipe"
     await writer.prepare(plan.columns, {c.name for c in plan.columns})
     select = sql.select_with_casts(
-        plan.unordered, [(c.name, writer.casts.get(c.name)) for c in plan.columns]
+        plan.unordered, [(c, writer.casts.get(c)) for c in writer.columns]
     )
     position: list[str] | None = None
 
@@ -126,7 +126,7 @@ async def run_pipe(ctx: LaneContext) -> None:
         tgt = writer.conn
         try:
             async with tgt.transaction():
-                copied, rows = await writer.write_stream(chunks)
+                copied, rows = await _write_stream(writer, chunks)
                 await writer.store.save_batch(
                     tgt,
                     job.name,
@@ -193,3 +193,28 @@ async def sync_deletes(
         seen,
         result.rows_deleted,
     )
+
+
+async def _write_stream(sink: PostgresSink, chunks: AsyncIterable[bytes]) -> tuple[int, int]:
+    """``COPY … FROM STDIN (FORMAT binary)`` from raw chunks (upsert: via the sink's stage).
+
+    Runs inside the caller's transaction; returns the rows copied and the rows written (an
+    upsert writes only new and changed rows).
+    """
+    conn, columns = sink.conn, list(sink.columns)
+    if not sink.upsert:
+        status = await conn.copy_to_table(
+            sink.copy_into.name,
+            schema_name=sink.copy_into.schema,
+            columns=columns,
+            source=chunks,
+            format="binary",
+        )
+        copied = int(str(status).split()[-1])
+        return copied, copied
+    status = await conn.copy_to_table(STAGE, columns=columns, source=chunks, format="binary")
+    merged = await conn.execute(
+        sql.merge_stage(sink.copy_into, STAGE, sink.columns, sink.job.upsert_key or [])
+    )
+    await conn.execute(sql.truncate(STAGE))
+    return int(str(status).split()[-1]), int(merged.split()[-1])

@@ -36,6 +36,7 @@ import asyncpg
 from pgferry import schema
 from pgferry.engine.plan import SourcePlan, position_text
 from pgferry.engine.sinks.base import Reject
+from pgferry.engine.sinks.rejects import RejectBudget
 from pgferry.errors import ConfigError, LoadError, PgferryError, SchemaError, TransientLoadError
 from pgferry.httpjson import RowEncoder, dumps
 from pgferry.httpsend import HttpRejected, Sender
@@ -142,7 +143,9 @@ class HttpSink:
         per_batch = -(-job.batch_size // self.http.rows_in_request)
         self.max_pending = max(2, -(-self.http.concurrency // per_batch) + 1)
         self._pending: collections.deque[_Pending] = collections.deque()
-        self._rejects_total = 0
+        self.budget = RejectBudget(
+            job, result, lambda reject: f"the endpoint refused a row: {reject[2]}"
+        )
         self._encoder: RowEncoder | None = None
         self._key_index: list[int] = []
         self._hook = load_request_hook(self.http.request) if self.http.request else None
@@ -211,7 +214,7 @@ class HttpSink:
         try:
             async with self.conn.transaction():
                 if found:
-                    self._check_budget(batch.seq, found)
+                    self.budget.check(batch.seq, found)
                     await self.store.add_rejects(
                         self.conn,
                         job=job.name,
@@ -239,7 +242,7 @@ class HttpSink:
                 job=job.name,
                 batch=batch.seq,
             ) from exc
-        self._rejects_total += len(found)
+        self.budget.committed(found)
         r = self.result
         r.rows_written += written
         r.rows_rejected += len(found)
@@ -342,26 +345,6 @@ class HttpSink:
         message = f"HTTP {exc.status} {exc.reason} for the row with {key}: {exc.excerpt}"
         return ("load", f"HTTP {exc.status}", message, None, as_dict)
 
-    def _reject_error(self, seq: int, reject: Reject) -> LoadError:
-        return LoadError(
-            f"the endpoint refused a row: {reject[2]} (set max_rejects to set such rows aside "
-            "in the rejects table instead)",
-            job=self.job.name,
-            batch=seq,
-        )
-
-    def _check_budget(self, seq: int, found: Sequence[Reject]) -> None:
-        limit = self.job.max_rejects
-        total = self._rejects_total + len(found)
-        if limit == 0:
-            raise self._reject_error(seq, found[0])
-        if limit >= 1 and total > limit:
-            raise LoadError(
-                f"{total} rows rejected, more than max_rejects={limit:g}; the last: {found[-1][2]}",
-                job=self.job.name,
-                batch=seq,
-            )
-
     # --- Finishing ------------------------------------------------------------------------------
 
     async def finish(self) -> None:
@@ -371,13 +354,7 @@ class HttpSink:
         end still ends its progress, so that the next one starts from the beginning.
         """
         await self._commit_done(keep=0)
-        limit, read = self.job.max_rejects, self.result.rows_read
-        if 0 < limit < 1 and read and self.result.rows_rejected / read > limit:
-            raise LoadError(
-                f"{self.result.rows_rejected} of {read} rows rejected, more than "
-                f"max_rejects={limit:g} of the rows read",
-                job=self.job.name,
-            )
+        self.budget.check_fraction()
         if self.plan.position_kind == "progress":
             async with self.conn.transaction():
                 await self.store.clear_progress(self.conn, self.job.name, self.partition)

@@ -9,25 +9,28 @@ transaction, and at the end commits, clears progress, syncs deletes or swaps the
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
 
-from pgferry import schema, sql
+from pgferry import keys, schema, sql
 from pgferry.engine import values
 from pgferry.engine.plan import SourcePlan
+from pgferry.engine.schema_step import SchemaStep
+from pgferry.engine.sinks import postgres_copy
 from pgferry.engine.sinks.base import Reject
 from pgferry.engine.sinks.postgres_errors import explain_encode_failure, load_failure
+from pgferry.engine.sinks.rejects import RejectBudget
 from pgferry.engine.sinks.replace import ReplacePlan
-from pgferry.errors import LoadError, PgferryError, SchemaError
+from pgferry.errors import PgferryError, SchemaError
 from pgferry.result import RunResult
 from pgferry.schema import Column
 from pgferry.spec import Job
 from pgferry.sql import TableName
 from pgferry.state import StateStore
 
-__all__ = ["PostgresSink"]
+__all__ = ["STAGE", "PostgresSink"]
 
 log = logging.getLogger("pgferry")
 
@@ -41,7 +44,8 @@ _ROW_ERRORS = (
     ValueError,
     OverflowError,
 )
-_STAGE = "pgferry_stage"
+STAGE = "pgferry_stage"
+"""The upsert staging table (a temporary table of the loader's session)."""
 
 
 class PostgresSink:
@@ -79,8 +83,9 @@ class PostgresSink:
         self.size_before = 0
         self.ready = False
         self._run_tx: Any = None
-        self._rejects_total = 0
+        self.budget = RejectBudget(job, result, self._describe)
         self._json_as_text: values.JsonAsText | None = None
+        self._carried: dict[str, str] = {}
 
     # --- Preparing the target ----------------------------------------------------------------
 
@@ -88,23 +93,52 @@ class PostgresSink:
         """Create or check the target for the incoming columns; start the run transaction."""
         conn, job = self.conn, self.job
         existing = await schema.describe_table(conn, self.table)
+        step: SchemaStep | None = None
         if existing is not None:
-            self.casts = await schema.match_target(
-                conn, self.table, incoming, existing, typed=typed
-            )
+            # The schema step: every difference decided before any row is written. With
+            # schema_changes: discard, new columns are left out of ``incoming`` (and so out of
+            # ``columns``: the load stage drops them from the rows).
+            step = await SchemaStep.decide(conn, job, self.table, incoming, existing, typed=typed)
+            incoming = step.columns
+            if job.target.mode != "replace":
+                if await self._evolve(step, None):
+                    existing = await schema.describe_table(conn, self.table) or existing
+                self.casts = await schema.match_target(
+                    conn, self.table, incoming, existing, typed=typed
+                )
         if job.target.mode == "replace":
             self.replace = ReplacePlan(self.table, existed=existing is not None)
             self.copy_into = self.replace.shadow
             if existing is not None:
+                assert step is not None
                 await self.replace.create_shadow_like_target(conn)
+                # The shadow takes the changes; the live table changes only with the swap.
+                await self._evolve(step, self.copy_into)
+                shadow = await schema.describe_table(conn, self.copy_into) or existing
+                self.casts = await schema.match_target(
+                    conn, self.table, incoming, shadow, typed=typed
+                )
             else:
                 await self.replace.drop_shadow(conn)
-                await schema.create_table(conn, self.copy_into, incoming)
+                await schema.create_table(
+                    conn,
+                    self.copy_into,
+                    incoming,
+                    primary_key=self._primary_key(incoming),
+                    comment=self.plan.comment,
+                )
         elif existing is None:
             try:
                 async with conn.transaction():
-                    await schema.create_table(conn, self.table, incoming)
-                    if self.upsert and job.upsert_key:
+                    primary_key = self._primary_key(incoming)
+                    await schema.create_table(
+                        conn,
+                        self.table,
+                        incoming,
+                        primary_key=primary_key,
+                        comment=self.plan.comment,
+                    )
+                    if self.upsert and job.upsert_key and not primary_key:
                         await conn.execute(sql.create_unique_index(self.table, job.upsert_key))
                 log.info("created target table %s", self.table)
             except (asyncpg.DuplicateTableError, asyncpg.UniqueViolationError):
@@ -126,6 +160,17 @@ class PostgresSink:
             if part is not None and part.replace:
                 await self._delete_partition()
         self.ready = True
+
+    async def _evolve(self, step: SchemaStep, where: TableName | None) -> bool:
+        """Make the step's changes (to ``where``, else the target); report them."""
+        made = await step.apply(self.conn, where)
+        for change in made:
+            if change.as_dict() not in self.result.schema_changes:  # a retried replace
+                self.result.schema_changes.append(change.as_dict())
+        return bool(made)
+
+    def _primary_key(self, incoming: Sequence[Column]) -> tuple[str, ...]:
+        return keys.created_primary_key(self.job, self.plan.key, incoming)
 
     async def attach(self, columns: Sequence[str]) -> None:
         """Write into a target that a parallel run's coordinator prepared (created, checked,
@@ -171,8 +216,8 @@ class PostgresSink:
                 "upsert needs: create one, or let pgferry create the table",
                 job=self.job.name,
             )
-        await self.conn.execute(f"DROP TABLE IF EXISTS pg_temp.{sql.quote_ident(_STAGE)}")
-        await self.conn.execute(sql.create_stage(_STAGE, self.table))
+        await self.conn.execute(f"DROP TABLE IF EXISTS pg_temp.{sql.quote_ident(STAGE)}")
+        await self.conn.execute(sql.create_stage(STAGE, self.table))
 
     async def _delete_partition(self) -> None:
         part = self.job.partition
@@ -191,7 +236,11 @@ class PostgresSink:
             sql.delete_range(self.copy_into, part.column, self.types[part.column], lower, upper),
             *args,
         )
-        log.info("partition %s: deleted %s rows before reloading it", part.name, status.split()[-1])
+        # `=`, not `+=`: a failed attempt's delete was rolled back with its run transaction.
+        self.result.rows_deleted = int(status.split()[-1])
+        log.info(
+            "partition %s: deleted %d rows before reloading it", part.name, self.result.rows_deleted
+        )
 
     # --- Writing batches -----------------------------------------------------------------------
 
@@ -233,16 +282,29 @@ class PostgresSink:
         position: list[str] | None,
         rejects: Sequence[Reject],
     ) -> None:
-        conn, job = self.conn, self.job
         batch = list(rows)
         if self._json_as_text is not None:
             batch = self._json_as_text(batch)
+        await self._commit(
+            seq, lambda: self._write_bisect(seq, batch), rejects, rows_read, position
+        )
+
+    async def _commit(
+        self,
+        seq: int,
+        write: Callable[[], Awaitable[tuple[int, list[Reject]]]],
+        rejects: Sequence[Reject],
+        rows_read: int,
+        position: list[str] | None,
+    ) -> None:
+        """``write()`` the batch, its rejects and its ledger entry in one transaction."""
+        conn, job = self.conn, self.job
         try:
             async with conn.transaction():
-                written, refused = await self._write_bisect(seq, batch)
+                written, refused = await write()
                 found = [*rejects, *refused]
                 if found:
-                    self._check_budget(seq, found)
+                    self.budget.check(seq, found)
                     await self.store.add_rejects(
                         conn,
                         job=job.name,
@@ -266,13 +328,38 @@ class PostgresSink:
             raise load_failure(
                 exc, job=job.name, table=self.table, batch=seq, columns=self.columns
             ) from exc
-        self._rejects_total += len(found)
+        self.budget.committed(found)
         self.result.rows_written += written
         self.result.rows_rejected += len(found)
         self.result.rows_read += rows_read
         self.result.batches += 1
         if position is not None and self.plan.position_kind == "watermark":
             self.result.watermark_after = position[0]
+
+    # --- Binary COPY batches (the columnar lane; in engine.sinks.postgres_copy) ----------------
+
+    async def prepare_copy(self, carried: Sequence[str]) -> None:
+        """Get ready for :meth:`write_copy`; ``carried`` columns arrive as text, cast by the
+        server."""
+        self._carried = await postgres_copy.prepare(self.conn, self.columns, self.types, carried)
+
+    async def write_copy(
+        self,
+        seq: int,
+        batch: postgres_copy.CopyBatch,
+        *,
+        rows_read: int,
+        position: list[str] | None,
+        rejects: Sequence[Reject] = (),
+    ) -> None:
+        """Write one batch given as binary COPY, its rejects and its ledger entry in one
+        transaction. Rows the target refuses are set aside within ``max_rejects`` (the batch
+        is halved until they are found, each try in a savepoint)."""
+
+        def write() -> Awaitable[tuple[int, list[Reject]]]:
+            return postgres_copy.write_isolating(self, batch, carried=self._carried, stage=STAGE)
+
+        await self._commit(seq, write, rejects, rows_read, position)
 
     async def _copy(self, rows: Sequence[Sequence[Any]]) -> int:
         if not rows:
@@ -283,11 +370,11 @@ class PostgresSink:
                 target.name, schema_name=target.schema, columns=list(self.columns), records=rows
             )
             return len(rows)
-        await self.conn.copy_records_to_table(_STAGE, columns=list(self.columns), records=rows)
+        await self.conn.copy_records_to_table(STAGE, columns=list(self.columns), records=rows)
         status = await self.conn.execute(
-            sql.merge_stage(target, _STAGE, self.columns, self.job.upsert_key or [])
+            sql.merge_stage(target, STAGE, self.columns, self.job.upsert_key or [])
         )
-        await self.conn.execute(sql.truncate(_STAGE))
+        await self.conn.execute(sql.truncate(STAGE))
         return int(status.split()[-1])
 
     async def _write_bisect(self, seq: int, rows: list[Sequence[Any]]) -> tuple[int, list[Reject]]:
@@ -303,7 +390,7 @@ class PostgresSink:
             if len(rows) == 1:
                 reject = await self._describe_reject(exc, rows[0])
                 if self.job.max_rejects == 0:
-                    raise self._reject_error(seq, reject) from exc
+                    raise self.budget.error(seq, reject) from exc
                 return 0, [reject]
             mid = len(rows) // 2
             w1, r1 = await self._write_bisect(seq, rows[:mid])
@@ -339,68 +426,15 @@ class PostgresSink:
             return "a row (set target.key to name rows by their key)"
         return "the row with " + ", ".join(f"{k}={row[k]!r}" for k in shown)
 
-    def _reject_error(self, seq: int, reject: Reject) -> LoadError:
+    def _describe(self, reject: Reject) -> str:
         stage, _, message, column, row = reject
         what = "the transform failed on" if stage == "transform" else f"{self.table} refused"
         where = f" column {column!r} of" if column else ""
-        return LoadError(
-            f"{what}{where} {self._row_key(row)}: {message} "
-            "(set max_rejects to set such rows aside in the rejects table instead)",
-            job=self.job.name,
-            batch=seq,
-            column=column,
-        )
-
-    def _check_budget(self, seq: int, found: Sequence[Reject]) -> None:
-        limit = self.job.max_rejects
-        total = self._rejects_total + len(found)
-        if limit == 0:
-            raise self._reject_error(seq, found[0])
-        if limit >= 1 and total > limit:
-            raise LoadError(
-                f"{total} rows rejected, more than max_rejects={limit:g}; the last: "
-                f"{self._reject_error(seq, found[-1]).message}",
-                job=self.job.name,
-                batch=seq,
-            )
+        return f"{what}{where} {self._row_key(row)}: {message}"
 
     def check_reject_fraction(self) -> None:
         """At the end of a run: a fractional ``max_rejects`` against the rows read."""
-        limit = self.job.max_rejects
-        read = self.result.rows_read
-        if 0 < limit < 1 and read and self.result.rows_rejected / read > limit:
-            raise LoadError(
-                f"{self.result.rows_rejected} of {read} rows rejected, more than "
-                f"max_rejects={limit:g} of the rows read",
-                job=self.job.name,
-            )
-
-    # --- The binary pipe --------------------------------------------------------------------
-
-    async def write_stream(self, chunks: AsyncIterable[bytes]) -> tuple[int, int]:
-        """``COPY … FROM STDIN (FORMAT binary)`` from raw chunks (upsert: via the stage).
-
-        Runs inside the caller's transaction; returns the rows copied and the rows written
-        (an upsert writes only new and changed rows).
-        """
-        if not self.upsert:
-            status = await self.conn.copy_to_table(
-                self.copy_into.name,
-                schema_name=self.copy_into.schema,
-                columns=list(self.columns),
-                source=chunks,
-                format="binary",
-            )
-            copied = int(str(status).split()[-1])
-            return copied, copied
-        status = await self.conn.copy_to_table(
-            _STAGE, columns=list(self.columns), source=chunks, format="binary"
-        )
-        merged = await self.conn.execute(
-            sql.merge_stage(self.copy_into, _STAGE, self.columns, self.job.upsert_key or [])
-        )
-        await self.conn.execute(sql.truncate(_STAGE))
-        return int(str(status).split()[-1]), int(merged.split()[-1])
+        self.budget.check_fraction()
 
     # --- Finishing ----------------------------------------------------------------------------
 

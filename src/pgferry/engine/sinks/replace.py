@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from pgferry import sql
+from pgferry import views as pgviews
 from pgferry.errors import LoadError
 from pgferry.retry import RetryPolicy
 from pgferry.sql import TableName
@@ -57,6 +58,15 @@ JOIN pg_rewrite r ON r.oid = d.objid
 JOIN pg_class v ON v.oid = r.ev_class
 WHERE d.refobjid = $1::regclass AND d.classid = 'pg_rewrite'::regclass
   AND v.oid <> d.refobjid AND v.relkind = 'v'
+"""
+
+
+_TYPES_DIFFER = """
+SELECT EXISTS (
+  SELECT 1 FROM pg_attribute a JOIN pg_attribute b ON b.attname = a.attname
+  WHERE a.attrelid = $1::regclass AND b.attrelid = $2::regclass AND a.attnum > 0
+    AND NOT a.attisdropped AND NOT b.attisdropped
+    AND (a.atttypid, a.atttypmod) <> (b.atttypid, b.atttypmod))
 """
 
 
@@ -131,6 +141,11 @@ class ReplacePlan:
                 f"{type(exc).__name__}: {exc}"
             ) from exc
 
+    async def swap_in_transaction(self, conn: asyncpg.Connection) -> None:
+        """Swap the shadow in inside the caller's transaction (which sets ``lock_timeout``
+        and retries): the schema step's rewrite fills and swaps in one transaction."""
+        await self._swap_existing(conn)
+
     async def _swap_existing(self, conn: asyncpg.Connection) -> None:
         target, shadow = self.target, self.shadow
         await conn.execute(sql.lock_table(target))
@@ -138,6 +153,12 @@ class ReplacePlan:
         assert info is not None  # `$1::regclass` raises for a missing table: a row comes back
         comment, owner, schema, _ = info
         grants = await conn.fetch(_GRANTS, target.sql)
+        # A view cannot be replaced by one whose column types differ: when the shadow's
+        # types do (an evolved schema), the views are dropped and created again.
+        recreated: list[pgviews.SavedView] = []
+        if await conn.fetchval(_TYPES_DIFFER, target.sql, shadow.sql):
+            recreated = await pgviews.save_dependent_views(conn, target)
+            await pgviews.drop_views(conn, recreated)
         views = await conn.fetch(_DEPENDENT_VIEWS, target.sql)
         old_indexes = await conn.fetch(_INDEXES, target.sql)
         new_indexes = await conn.fetch(_INDEXES, shadow.sql)
@@ -156,6 +177,7 @@ class ReplacePlan:
             # The definition was printed before the rename, so it names the target table,
             # which now is the new one: the view follows it.
             await conn.execute(sql.replace_view(view_name, definition))
+        await pgviews.restore_views(conn, recreated)
         await conn.execute(sql.drop_table(self.old))
         # LIKE … INCLUDING ALL named the copied indexes after the shadow; give them the old
         # names back (a constraint's index renames its constraint too).
