@@ -318,13 +318,13 @@ def ordered_source(
 ) -> str:
     """``SELECT cols[, probe] FROM (base) AS pgferry_src [WHERE …] [ORDER BY …]``.
 
-    ``where`` items and ``probe`` (one more, last, column) are SQL fragments built by this
-    module (:func:`row_after`, :func:`range_filter`, :func:`array_bounds_probe`) with bind
+    ``where`` items (:func:`row_after`, :func:`range_filter`) and ``probe``, one more column
+    (:func:`pgferry.sql_bounds.array_bounds_probe`), are SQL built by pgferry, with bind
     parameters.
     """
     select = quote_columns(columns)
     if probe is not None:
-        select += f", {probe} AS {quote_ident(PROBE_COLUMN)}"
+        select += f", {probe}"
     text = f"SELECT {select} FROM ({base}) AS pgferry_src"
     if where:
         text += " WHERE " + " AND ".join(f"({w})" for w in where)
@@ -480,24 +480,3 @@ def count_rows(query: str) -> str:
 def create_schema(schema: str) -> str:
     """``CREATE SCHEMA IF NOT EXISTS``."""
     return f"CREATE SCHEMA IF NOT EXISTS {quote_ident(schema)}"
-
-
-PROBE_COLUMN = "pgferry: array bounds"
-"""Name of the column :func:`array_bounds_probe` adds (no source column is named so)."""
-
-
-def array_bounds_probe(columns: Sequence[str]) -> str:
-    """An expression naming, for one row, the first array in ``columns`` not numbered from 1.
-
-    ``CASE WHEN strpos(replace(array_dims("a"), '[1:', ''), '[') > 0 THEN '0 ' ||
-    array_dims("a") WHEN … END``: ``array_dims`` prints ``[lower:upper]`` per dimension, so a
-    ``[`` left after removing every ``[1:`` is a dimension whose lower bound is not 1. The value
-    is the column's index in ``columns``, a space and its dimensions (``'0 [0:2]'``), or NULL
-    when every array starts at 1 (or is NULL or empty).
-    """
-    whens = " ".join(
-        f"WHEN strpos(replace(array_dims({quote_ident(c)}), '[1:', ''), '[') > 0 "
-        f"THEN '{i} ' || array_dims({quote_ident(c)})"
-        for i, c in enumerate(columns)
-    )
-    return f"CASE {whens} END"

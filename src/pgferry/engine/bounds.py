@@ -9,7 +9,7 @@ on the rows lane would renumber it silently.
 The bounds belong to each value, not to the column's type: ``integer[]`` says nothing about
 them, and refusing every array column up front would refuse the usual arrays, which round-trip
 exactly. So the rows lane reads one more column, computed by the server for every row
-(:func:`pgferry.sql.array_bounds_probe`): NULL when every array of the row starts at 1, else
+(:func:`pgferry.sql_bounds.array_bounds_probe`): NULL when every array of the row starts at 1, else
 which one does not. :func:`strip_probe` drops that column from each batch and refuses a batch
 holding such an array with an :class:`~pgferry.errors.ExtractError` naming the column, the
 batch and the array's dimensions. The run stops as on any read error: what was committed stays,
@@ -29,6 +29,7 @@ import asyncpg
 from pgferry import sql
 from pgferry.engine.plan import SourcePlan
 from pgferry.errors import ExtractError
+from pgferry.sql_bounds import array_bounds_probe
 
 __all__ = ["array_columns", "checked_query", "strip_probe"]
 
@@ -59,7 +60,8 @@ async def checked_query(conn: asyncpg.Connection, plan: SourcePlan) -> tuple[str
     """The rows lane's source query and the array columns its last column checks.
 
     Returns:
-        ``plan.query`` with :func:`pgferry.sql.array_bounds_probe` as one more, last, column,
+        ``plan.query`` with :func:`pgferry.sql_bounds.array_bounds_probe` as one more, last,
+        column,
         and the names of the arrays it checks; ``plan.query`` and ``[]`` when the source has
         no array column.
     """
@@ -71,7 +73,7 @@ async def checked_query(conn: asyncpg.Connection, plan: SourcePlan) -> tuple[str
         [c.name for c in plan.columns],
         where=plan.where,
         order_by=plan.position_columns,
-        probe=sql.array_bounds_probe(arrays),
+        probe=array_bounds_probe(arrays),
     )
     return query, arrays
 
