@@ -1,12 +1,13 @@
 # The two commands a newcomer needs: `make demo` and `make test`. Both create .venv with the
-# project and every extra installed; nothing needs to be running beforehand.
+# project and every extra installed; nothing needs to be running beforehand. `make test-fast`
+# leaves out the tests marked slow (kills, signals, docs snippets, orchestrator runs).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ROWS   ?= 1000000
 
-.PHONY: demo test lint typecheck bench clean install stack stack-stop test-stack
+.PHONY: demo test test-fast lint typecheck bench clean install stack stack-stop test-stack
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +24,9 @@ test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks dags dagster_defs
 	$(BIN)/mypy src
 	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks dags dagster_defs

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import urllib.parse
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -51,6 +51,17 @@ def execute(dsn: str, sql: str, *args: Any) -> str:
     """Run a statement (several, without ``args``); return the status, e.g. ``'INSERT 0 3'``."""
     status: str = _with_connection(dsn, lambda conn: conn.execute(sql, *args))
     return status
+
+
+def execute_each(dsn: str, statements: Sequence[str]) -> None:
+    """Run statements one at a time on one connection (``CREATE DATABASE`` and ``DROP DATABASE``
+    refuse to share a transaction, so they cannot go in one ``execute``)."""
+
+    async def each(conn: asyncpg.Connection) -> None:
+        for statement in statements:
+            await conn.execute(statement)
+
+    _with_connection(dsn, each)
 
 
 def fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:

@@ -76,7 +76,9 @@ async def plan_partitions_with_key(job: Job, n: int) -> tuple[list[Partition], K
         if n == 1:
             return _ranges(column, []), choice
         if types[column] in schema.INTEGER_TYPES:
-            low, high = await conn.fetchrow(sql.min_max(base, column))
+            span = await conn.fetchrow(sql.min_max(base, column))
+            assert span is not None  # an aggregate: one row, always
+            low, high = span
             if low is None:
                 return _ranges(column, []), choice
             step = (high - low + 1) / n

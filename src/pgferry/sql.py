@@ -314,13 +314,18 @@ def ordered_source(
     *,
     where: Sequence[str],
     order_by: Sequence[str],
+    probe: str | None = None,
 ) -> str:
-    """``SELECT cols FROM (base) AS pgferry_src [WHERE …] [ORDER BY …]``.
+    """``SELECT cols[, probe] FROM (base) AS pgferry_src [WHERE …] [ORDER BY …]``.
 
-    ``where`` items are SQL fragments built by this module (:func:`row_after`,
-    :func:`range_filter`) with bind parameters.
+    ``where`` items (:func:`row_after`, :func:`range_filter`) and ``probe``, one more column
+    (:func:`pgferry.sql_bounds.array_bounds_probe`), are SQL built by pgferry, with bind
+    parameters.
     """
-    text = f"SELECT {quote_columns(columns)} FROM ({base}) AS pgferry_src"
+    select = quote_columns(columns)
+    if probe is not None:
+        select += f", {probe}"
+    text = f"SELECT {select} FROM ({base}) AS pgferry_src"
     if where:
         text += " WHERE " + " AND ".join(f"({w})" for w in where)
     if order_by:

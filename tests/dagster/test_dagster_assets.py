@@ -298,6 +298,7 @@ def test_checks_report_rejects_and_count_mismatch(dbs: Databases) -> None:
     }  # fmt: skip
 
 
+@pytest.mark.slow
 def test_no_dsn_or_password_reaches_metadata_or_logs(dbs: Databases) -> None:
     execute(dbs.source, EVENTS)
     secret = "s3cret-pw"
@@ -345,6 +346,7 @@ def dagster_storage_db(pg_server_dsn: str) -> Iterator[str]:
         execute(pg_server_dsn, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.mark.slow
 def test_run_on_dagster_postgres_storage(
     example_dbs: Databases, dagster_storage_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

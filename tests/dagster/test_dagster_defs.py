@@ -23,6 +23,9 @@ from helpers import Databases, execute, fetch
 
 UTC = dt.UTC
 
+# Every example is materialised for real, in dagster's own processes: minutes, not seconds.
+pytestmark = pytest.mark.slow
+
 
 def rows(dsn: str, query: str) -> list[tuple[Any, ...]]:
     return [tuple(r) for r in fetch(dsn, query)]

@@ -73,6 +73,7 @@ def test_default_key_and_refusals() -> None:
         pgferry_checks(asset)
 
 
+@pytest.mark.slow  # the dagster CLI in a subprocess, like test_dagster_defs.py
 @pytest.mark.timeout(180)
 def test_to_api_definitions_validate(tmp_path: Path) -> None:
     env = {

@@ -106,6 +106,7 @@ def test_excerpts_match_their_files() -> None:
                     pytest.fail(f"{b.where}: {wanted!r} is not in {b.attrs['excerpt']}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "doc",
     [d for d in DOCS if any({"run", "file"} & set(b.attrs) for b in blocks(d))],

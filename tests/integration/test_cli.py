@@ -8,10 +8,12 @@ import pty
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import pytest
+
 from helpers import Databases, fetchval, load_workload
+from killing import Killer, KillPoint
 
 PGFERRY = [sys.executable, "-m", "pgferry"]
 
@@ -85,6 +87,7 @@ def test_run_inline_options(dbs: Databases) -> None:
     assert fetchval(dbs.target, "SELECT count(*) FROM copy") == 100
 
 
+@pytest.mark.slow
 def test_summary_table_without_json(dbs: Databases) -> None:
     load_workload(dbs.source, 10)
     proc = pgferry(
@@ -151,6 +154,7 @@ def test_password_never_printed(dbs: Databases) -> None:
     assert "hunter2" not in proc.stdout + proc.stderr
 
 
+@pytest.mark.slow
 def test_progress_bar_on_a_terminal(dbs: Databases) -> None:
     load_workload(dbs.source, 3_000)
     primary, secondary = pty.openpty()
@@ -194,6 +198,7 @@ def test_progress_bar_on_a_terminal(dbs: Databases) -> None:
     assert "rows/s" in screen
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly(dbs: Databases, tmp_path: Path) -> None:
     load_workload(dbs.source, 50_000)
     (tmp_path / "slow.py").write_text(
@@ -202,25 +207,16 @@ def test_ctrl_c_stops_cleanly(dbs: Databases, tmp_path: Path) -> None:
     job = tmp_path / "job.yaml"
     # With a key, every batch commits with its progress: some are in when Ctrl-C arrives.
     job.write_text(
-        f"source: {{dsn: '{dbs.source}', table: bench_src, key: id}}\n"
+        f"name: ctrl-c\nsource: {{dsn: '{dbs.source}', table: bench_src, key: id}}\n"
         f"target: {{dsn: '{dbs.target}', table: copy}}\n"
         "transform: slow:slow\nbatch_size: 1000\nworkers: 0\n"
     )
-    proc = subprocess.Popen(
-        [*PGFERRY, "run", str(job), "--quiet"], stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if fetchval(dbs.target, "SELECT to_regclass('copy') IS NOT NULL") and fetchval(
-            dbs.target, "SELECT count(*) FROM copy"
-        ):
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130, (proc.returncode, stderr)
-    assert "interrupted" in stderr
-    assert "Traceback" not in stderr
+    # Ctrl-C once a batch is committed (of 50).
+    outcome = Killer(job, dbs.target, "ctrl-c").run(KillPoint.after_batches(1), signal.SIGINT)
+    assert outcome.landed
+    assert outcome.returncode == 130, outcome
+    assert "interrupted" in outcome.stderr
+    assert "Traceback" not in outcome.stderr
     written = fetchval(dbs.target, "SELECT count(*) FROM copy")
     assert 0 < written < 50_000
     assert written % 1000 == 0
@@ -230,6 +226,7 @@ def test_ctrl_c_stops_cleanly(dbs: Databases, tmp_path: Path) -> None:
     assert left == 0
 
 
+@pytest.mark.slow
 def test_demo_small(tmp_path: Path) -> None:
     proc = pgferry("demo", "--rows", "5000", "--quiet")
     assert proc.returncode == 0, proc.stderr
@@ -237,6 +234,7 @@ def test_demo_small(tmp_path: Path) -> None:
     assert "5,000" in proc.stdout
 
 
+@pytest.mark.slow
 def test_status_reset_and_plan(dbs: Databases, tmp_path: Path) -> None:
     load_workload(dbs.source, 1_000)
     job = tmp_path / "job.yaml"

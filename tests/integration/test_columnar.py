@@ -167,6 +167,7 @@ def test_a_transform_returning_something_else_is_refused(dbs: Databases) -> None
         pgferry.run(job)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "condition",
     [

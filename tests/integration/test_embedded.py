@@ -55,6 +55,7 @@ async def test_helpers_work_inside_a_running_event_loop(dbs: Databases) -> None:
     assert fetchval(dbs.target, "SELECT $1::int + 1", 41) == 42
 
 
+@pytest.mark.slow
 def test_start_and_stop_leave_nothing_behind() -> None:
     pg = EmbeddedPostgres()
     assert pg.directory is None
@@ -82,6 +83,7 @@ def test_start_and_stop_leave_nothing_behind() -> None:
         _ = pg.dsn
 
 
+@pytest.mark.slow
 def test_stop_is_idempotent() -> None:
     pg = EmbeddedPostgres(fast=True)
     pg.stop()  # never started: nothing to do
@@ -95,6 +97,7 @@ def test_stop_is_idempotent() -> None:
     assert pg.directory is None
 
 
+@pytest.mark.slow
 def test_stop_cleans_up_after_a_crashed_server() -> None:
     pg = EmbeddedPostgres(fast=True).start()
     directory = pg.directory
@@ -108,6 +111,7 @@ def test_stop_cleans_up_after_a_crashed_server() -> None:
     assert _live_processes([postmaster], directory) == []
 
 
+@pytest.mark.slow
 def test_keyboard_interrupt_in_with_block_stops_the_server() -> None:
     with pytest.raises(KeyboardInterrupt), EmbeddedPostgres(fast=True) as pg:
         directory = pg.directory
@@ -116,6 +120,7 @@ def test_keyboard_interrupt_in_with_block_stops_the_server() -> None:
     assert _live_processes([], directory) == []
 
 
+@pytest.mark.slow
 def test_create_database_quotes_weird_names() -> None:
     weird = 'we"ird; DROP DATABASE postgres; -- é/?%'
     with EmbeddedPostgres(fast=True) as pg:
@@ -126,6 +131,7 @@ def test_create_database_quotes_weird_names() -> None:
             pg.create_database("x" * 64)  # PostgreSQL would silently truncate it
 
 
+@pytest.mark.slow
 def test_start_failure_raises_with_the_server_log(tmp_path: Path) -> None:
     pg = EmbeddedPostgres(settings={"shared_buffers": "not-a-size"}, base_dir=tmp_path)
     with pytest.raises(EmbeddedPostgresError, match="shared_buffers"):

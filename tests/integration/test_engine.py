@@ -33,8 +33,17 @@ def job(dbs: Databases, **kw: object) -> pgferry.Job:
     return pgferry.Job.from_dict(data)
 
 
-@pytest.mark.parametrize("batch_size", [1, 7, 10_000])
-@pytest.mark.parametrize("workers", [0, 2, "auto"])
+# Tiny batches through a pool of two processes take seconds: make test runs them, test-fast
+# keeps the pool with one batch size.
+STANDARD_CASES = [
+    pytest.param(workers, batch_size, id=f"{workers}-{batch_size}", marks=slow)
+    for workers in (0, 2, "auto")
+    for batch_size in (1, 7, 10_000)
+    for slow in [[pytest.mark.slow] if workers == 2 and batch_size < 10_000 else []]
+]
+
+
+@pytest.mark.parametrize(("workers", "batch_size"), STANDARD_CASES)
 def test_standard_transform_matches_sql(dbs: Databases, batch_size: int, workers: object) -> None:
     rows = 300 if batch_size == 1 else 2_000
     load_workload(dbs.source, rows)
@@ -242,6 +251,7 @@ def test_replace_keeps_indexes_grants_comments_views(dbs: Databases) -> None:
         )
 
 
+@pytest.mark.slow
 def test_replace_is_atomic_for_concurrent_readers(dbs: Databases) -> None:
     load_workload(dbs.source, 20_000)
     execute(dbs.target, "CREATE TABLE people AS SELECT * FROM generate_series(1, 1234) AS id")
@@ -250,7 +260,7 @@ def test_replace_is_atomic_for_concurrent_readers(dbs: Databases) -> None:
     execute(dbs.target, "DELETE FROM people WHERE id > 1234")
     seen: set[int] = set()
     errors: list[BaseException] = []
-    stop = threading.Event()
+    stop, swapped = threading.Event(), threading.Event()
 
     async def read() -> None:
         import asyncpg
@@ -258,7 +268,10 @@ def test_replace_is_atomic_for_concurrent_readers(dbs: Databases) -> None:
         conn = await asyncpg.connect(dbs.target)
         try:
             while not stop.is_set():
-                seen.add(await conn.fetchval("SELECT count(*) FROM people"))
+                count = await conn.fetchval("SELECT count(*) FROM people")
+                seen.add(count)
+                if count == 20_000:
+                    swapped.set()
         finally:
             await conn.close()
 
@@ -275,7 +288,7 @@ def test_replace_is_atomic_for_concurrent_readers(dbs: Databases) -> None:
             dbs, transform="ferry_transforms:split_name", target={"mode": "replace"}, batch_size=500
         )
         assert pgferry.run(j).rows_written == 20_000
-        time.sleep(0.2)
+        assert swapped.wait(60), "the reader never saw the new table"
     finally:
         stop.set()
         thread.join()
@@ -310,7 +323,10 @@ def test_refused_connection_names_host_and_masks_password() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     dsn = f"postgresql://bob:topsecret@127.0.0.1:{port}/db"
-    j = pgferry.Job(source={"dsn": dsn, "table": "t"}, target={"dsn": dsn, "table": "t"})
+    # No retries: a refused connection is transient, and the backoff would only add waits.
+    j = pgferry.Job(
+        source={"dsn": dsn, "table": "t"}, target={"dsn": dsn, "table": "t"}, max_retries=0
+    )
     with pytest.raises(ConnectError) as info:
         pgferry.run(j)
     assert isinstance(info.value, Transient)

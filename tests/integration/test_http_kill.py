@@ -8,18 +8,18 @@ source exactly.
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
-import sys
 from pathlib import Path
+
+import pytest
 
 from helpers import Databases, execute, fetchval
 from httpserver import ApiServer, Reply
+from killing import Killer, KillPoint
+
+pytestmark = pytest.mark.slow
 
 ROWS = 12_000
-KILLS: list[int] = []  # rows the endpoint had accepted at each kill
 
 
 def write_job(tmp_path: Path, dbs: Databases, url: str, extra: str = "") -> Path:
@@ -33,24 +33,9 @@ def write_job(tmp_path: Path, dbs: Databases, url: str, extra: str = "") -> Path
     return job
 
 
-def start(job: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "pgferry", "run", str(job), "--quiet"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def kill_when(api: ApiServer, proc: subprocess.Popen[str], accepted: int) -> None:
-    """SIGKILL the run once the endpoint has accepted ``accepted`` rows (or it has ended)."""
-    reached = api.when(lambda: len(api.rows) >= accepted)
-    while proc.poll() is None and not reached.wait(0.01):
-        pass
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGKILL)
-        KILLS.append(len(api.rows))
-    proc.communicate(timeout=60)
+def accepted(api: ApiServer, rows: int) -> KillPoint:
+    """Once the endpoint has accepted ``rows`` rows."""
+    return KillPoint.when(f"after {rows} rows accepted", lambda: len(api.rows) >= rows)
 
 
 def check_consistent(api: ApiServer, dbs: Databases) -> None:
@@ -72,20 +57,18 @@ def test_http_survives_kills_exactly_once(dbs: Databases, tmp_path: Path) -> Non
     )
     rnd = random.Random(20261201)
     with ApiServer(latency=0.01) as api:
-        job = write_job(tmp_path, dbs, api.url)
+        runs = Killer(write_job(tmp_path, dbs, api.url), dbs.target, "killed")
         for attempt in range(12):
             if attempt % 4 == 1:  # a 429 storm under way when the kill comes
                 api.script = [Reply(429, {"Retry-After": "0.2"}) for _ in range(6)]
-            target = min(ROWS, len(api.rows) + rnd.randint(0, 2_500))
-            kill_when(api, start(job), target)
+            runs.kill(accepted(api, min(ROWS, len(api.rows) + rnd.randint(0, 2_500))))
             check_consistent(api, dbs)
-        proc = start(job)
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err
+        runs.finish()
         check_consistent(api, dbs)
         assert sorted(api.rows) == list(range(1, ROWS + 1))
         assert api.rows[ROWS] == {"id": ROWS, "name": f"n{ROWS}", "amount": ROWS * 0.25}
         replays = api.replays
-    assert len(KILLS) >= 8, KILLS
-    print(f"\nHTTP kill test: {len(KILLS)} kills at accepted rows {KILLS}; {replays} replayed "
+    # A kill can only miss when its point lies past the end of the rows left.
+    assert len(runs.landed) >= 8, runs.landed
+    print(f"\nHTTP kill test: {len(runs.landed)} kills ({runs.landed}); {replays} replayed "
           f"requests answered from the key store; 0 rows under two keys")  # fmt: skip

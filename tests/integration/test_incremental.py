@@ -295,23 +295,28 @@ def test_concurrent_runs_of_one_job_wait_then_fail(dbs: Databases) -> None:
     execute(dbs.source, EVENTS)
     pgferry.run(inc_job(dbs))  # creates the state schema
 
+    held, release = threading.Event(), threading.Event()
+
     async def hold_lock() -> None:
         conn = await asyncpg.connect(dbs.target)
         try:
             await conn.execute(
                 "SELECT pg_advisory_lock(hashtextextended($1, 0))", "pgferry:events\x1f"
             )
-            await asyncio.sleep(3)
+            held.set()
+            await asyncio.to_thread(release.wait)
         finally:
             await conn.close()
 
     holder = threading.Thread(target=lambda: asyncio.run(hold_lock()))
     holder.start()
-    time.sleep(0.5)
     try:
+        assert held.wait(60), "the other session did not get the lock"
         start = time.monotonic()
         with pytest.raises(ConcurrentRunError, match="still active after 1 s"):
             pgferry.run(inc_job(dbs, lock_wait=1, max_retries=0))
+        # It waited lock_wait, then gave up (the lock is held until `release`, so only
+        # pgferry's own timeout can end the wait).
         assert 0.9 < time.monotonic() - start < 5
         # Another partition of the same job is not blocked.
         part = pgferry.run(
@@ -324,6 +329,7 @@ def test_concurrent_runs_of_one_job_wait_then_fail(dbs: Databases) -> None:
         )
         assert part.rows_written == 99
     finally:
+        release.set()
         holder.join()
     # Once the other run is gone, the job runs.
     assert pgferry.run(inc_job(dbs, lock_wait=1)).status == "success"

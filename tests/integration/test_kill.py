@@ -1,24 +1,27 @@
 """Invariant 2: kill the process at any point, run again: the target equals one clean run.
 
-Each test starts ``pgferry run`` in a subprocess, SIGKILLs it at a random moment (during start-up,
-mid-batch, during a commit, after it finished), checks what the target holds right after the
-kill, and at the end lets a run finish and compares the target with the source.
+Each test starts ``pgferry run`` in a subprocess and SIGKILLs it at a point the target shows
+(:mod:`killing`): once the run has registered, or after a random number of committed batches
+(or, for a run that commits once, of written pages). It checks what the target holds right
+after each kill, asserts that every kill landed mid-run, and at the end lets a run finish and
+compares the target with the source.
 """
 
 from __future__ import annotations
 
-import os
+import math
 import random
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from helpers import Databases, execute, fetch, fetchval
+from killing import Killer, KillPoint
+
+pytestmark = pytest.mark.slow
 
 ROWS = 8_000
+BATCH = 250
 SETUP = f"""
 CREATE TABLE src (id bigint PRIMARY KEY, updated_at timestamptz NOT NULL, name text,
                   amount numeric(12,2));
@@ -27,37 +30,30 @@ INSERT INTO src SELECT g, timestamptz '2024-01-01 00:00+00' + (g / 7) * interval
 FROM generate_series(1, {ROWS}) g;
 """
 SLOW = "import time\n\ndef slow(row):\n    time.sleep(0.0002)\n    return row\n"
-KILLS: list[float] = []  # every kill delay used, reported at the end of the module
 
 
-def write_job(tmp_path: Path, dbs: Databases, body: str) -> Path:
+def killer(tmp_path: Path, dbs: Databases, body: str) -> Killer:
     (tmp_path / "slow.py").write_text(SLOW)
     job = tmp_path / "job.yaml"
     job.write_text(
         f"name: killed\nsource: {{dsn: '{dbs.source}', table: src, key: id}}\n"
-        f"transform: slow:slow\nbatch_size: 250\nworkers: 0\nlock_wait: 30\n{body}"
+        f"transform: slow:slow\nbatch_size: {BATCH}\nworkers: 0\nlock_wait: 30\n{body}"
     )
-    return job
+    return Killer(job, dbs.target, "killed")
 
 
-def run(job: Path, kill_after: float | None) -> int | None:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pgferry", "run", str(job), "--quiet"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    if kill_after is None:
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err
-        return proc.returncode
-    try:
-        proc.wait(timeout=kill_after)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        KILLS.append(kill_after)
-    proc.communicate(timeout=60)
-    return proc.returncode
+def kill_point(rnd: random.Random, batches_left: int) -> KillPoint:
+    """At start, or after a random number of the batches left, two short of the end (so that
+    the kill lands before the run ends)."""
+    if batches_left < 3 or rnd.random() < 0.2:
+        return KillPoint.started()
+    return KillPoint.after_batches(rnd.randint(1, batches_left - 2))
+
+
+def batches_left(dbs: Databases) -> int:
+    """Batches an append still has to commit: the source rows not in the target yet."""
+    done = fetchval(dbs.target, "SELECT count(*) FROM dst") if target_exists(dbs.target) else 0
+    return math.ceil((fetchval(dbs.source, "SELECT count(*) FROM src") - done) / BATCH)
 
 
 def rows(dsn: str, table: str) -> list[tuple[object, ...]]:
@@ -70,7 +66,7 @@ def target_exists(dsn: str, table: str = "dst") -> bool:
 
 def test_append_incremental_survives_kills(dbs: Databases, tmp_path: Path) -> None:
     execute(dbs.source, SETUP)
-    job = write_job(
+    runs = killer(
         tmp_path,
         dbs,
         f"target: {{dsn: '{dbs.target}', table: dst}}\nincremental: {{column: updated_at}}\n",
@@ -78,7 +74,7 @@ def test_append_incremental_survives_kills(dbs: Databases, tmp_path: Path) -> No
     rnd = random.Random(20261121)
     next_id = ROWS + 1
     for attempt in range(14):
-        run(job, rnd.uniform(0.2, 2.2))
+        assert runs.kill(kill_point(rnd, batches_left(dbs))), f"kill {attempt} did not land"
         if target_exists(dbs.target):
             # Exactly the source rows up to the committed watermark: no gap, no duplicate.
             mark = fetchval(dbs.target, "SELECT watermark FROM pgferry.ledger WHERE job='killed'")
@@ -105,19 +101,22 @@ def test_append_incremental_survives_kills(dbs: Databases, tmp_path: Path) -> No
                 next_id,
             )
             next_id += 41
-    run(job, None)
+    assert len(runs.landed) == 14
+    assert any(p.startswith("after") for p in runs.landed), runs.landed
+    runs.finish()
     assert rows(dbs.target, "dst") == rows(dbs.source, "src")
 
 
 def test_upsert_survives_kills(dbs: Databases, tmp_path: Path) -> None:
     execute(dbs.source, SETUP)
-    job = write_job(
+    runs = killer(
         tmp_path, dbs, f"target: {{dsn: '{dbs.target}', table: dst, mode: upsert, key: id}}\n"
     )
     rnd = random.Random(7)
     versions = set(rows(dbs.source, "src"))  # every version a target row may hold
     for attempt in range(12):
-        run(job, rnd.uniform(0.2, 2.2))
+        # A full upsert starts from the beginning every time.
+        assert runs.kill(kill_point(rnd, ROWS // BATCH)), f"kill {attempt} did not land"
         if target_exists(dbs.target):
             got = rows(dbs.target, "dst")
             assert len({r[0] for r in got}) == len(got), f"duplicate keys after kill {attempt}"
@@ -125,7 +124,8 @@ def test_upsert_survives_kills(dbs: Databases, tmp_path: Path) -> None:
         if attempt == 4:
             execute(dbs.source, "UPDATE src SET name = 'changed' WHERE id % 100 = 0")
             versions |= set(rows(dbs.source, "src"))
-    run(job, None)
+    assert len(runs.landed) == 12
+    runs.finish()
     assert rows(dbs.target, "dst") == rows(dbs.source, "src")
 
 
@@ -133,16 +133,25 @@ def test_append_without_resume_key_is_all_or_nothing(dbs: Databases, tmp_path: P
     execute(dbs.source, SETUP)
     # No key at all (the primary key would be the default key): one transaction per run.
     execute(dbs.source, "ALTER TABLE src DROP CONSTRAINT src_pkey")
-    job = write_job(tmp_path, dbs, f"target: {{dsn: '{dbs.target}', table: dst}}\n")
-    job.write_text(job.read_text().replace(", key: id}", "}"))
+    # The run commits once, at its end: its progress shows as the pages its rows fill in the
+    # target (autovacuum off, so that no freed room is reused and the table only grows).
+    execute(
+        dbs.target,
+        "CREATE TABLE dst (id bigint, updated_at timestamptz, name text, amount numeric(12,2)) "
+        "WITH (autovacuum_enabled = false)",
+    )
+    runs = killer(tmp_path, dbs, f"target: {{dsn: '{dbs.target}', table: dst}}\n")
+    runs.job.write_text(runs.job.read_text().replace(", key: id}", "}"))
     rnd = random.Random(11)
     for attempt in range(4):
-        run(job, rnd.uniform(0.3, 2.5))
-        if target_exists(dbs.target):
-            count = fetchval(dbs.target, "SELECT count(*) FROM dst")
-            assert count % ROWS == 0, f"part of a run after kill {attempt}: {count} rows"
-    before = fetchval(dbs.target, "SELECT count(*) FROM dst") if target_exists(dbs.target) else 0
-    run(job, None)
+        # 8,000 rows fill about 60 pages.
+        point = KillPoint.started() if attempt == 0 else KillPoint.after_pages(rnd.randint(1, 40))
+        assert runs.kill(point), f"kill {attempt} did not land"
+        count = fetchval(dbs.target, "SELECT count(*) FROM dst")
+        assert count % ROWS == 0, f"part of a run after kill {attempt}: {count} rows"
+    assert len(runs.landed) == 4
+    before = fetchval(dbs.target, "SELECT count(*) FROM dst")
+    runs.finish()
     assert fetchval(dbs.target, "SELECT count(*) FROM dst") == before + ROWS
 
 
@@ -153,19 +162,14 @@ def test_replace_survives_kills(dbs: Databases, tmp_path: Path) -> None:
         "CREATE TABLE dst AS SELECT 1::bigint AS id, now() AS updated_at, "
         "'old'::text AS name, 0::numeric(12,2) AS amount",
     )
-    job = write_job(tmp_path, dbs, f"target: {{dsn: '{dbs.target}', table: dst, mode: replace}}\n")
+    runs = killer(tmp_path, dbs, f"target: {{dsn: '{dbs.target}', table: dst, mode: replace}}\n")
     rnd = random.Random(3)
     for attempt in range(4):
-        run(job, rnd.uniform(0.3, 2.5))
+        # A replace starts over every time: all its batches are left.
+        assert runs.kill(kill_point(rnd, ROWS // BATCH)), f"kill {attempt} did not land"
         count = fetchval(dbs.target, "SELECT count(*) FROM dst")
         assert count in (1, ROWS), f"a reader would see {count} rows after kill {attempt}"
-    run(job, None)
+    assert len(runs.landed) == 4
+    runs.finish()
     assert rows(dbs.target, "dst") == rows(dbs.source, "src")
     assert fetchval(dbs.target, "SELECT count(*) FROM pg_class WHERE relname LIKE '_pgferry%'") == 0
-
-
-@pytest.fixture(scope="module", autouse=True)
-def report_kills() -> object:
-    yield
-    print(f"\nkill points tried: {len(KILLS)} (delays {sorted(round(k, 2) for k in KILLS)})")
-    assert len(KILLS) >= 20, f"only {len(KILLS)} runs were killed before they finished"

@@ -18,6 +18,7 @@ SRC = TESTS.parent / "src"
 GONE = "worker processes of transform"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("transform", "reason"),
     [
@@ -80,6 +81,7 @@ print(json.dumps({{"me": os.getpid(), "workers": result.workers, "rows": result.
 """
 
 
+@pytest.mark.slow
 def test_pool_started_under_a_main_that_must_not_be_imported(
     dbs: Databases, tmp_path: Path
 ) -> None:

@@ -30,6 +30,7 @@ def terminate_when(
         time.sleep(0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("side", "condition"),
     [

@@ -8,10 +8,8 @@ run of the same job, partition and key finds that and ends ``skipped``.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,7 @@ import pytest
 
 import pgferry
 from helpers import Databases, differences, execute, fetch, fetchval, job_with, load_workload
+from killing import Killer, KillPoint
 
 ROWS = 3_000
 
@@ -151,6 +150,7 @@ def test_a_failed_run_is_not_done(workload: Databases) -> None:
     assert differences(workload.source) == 0
 
 
+@pytest.mark.slow
 def test_killed_runs_under_one_key_end_with_every_row_once(
     workload: Databases, tmp_path: Path
 ) -> None:
@@ -163,20 +163,16 @@ def test_killed_runs_under_one_key_end_with_every_row_once(
         "lock_wait: 30\n"
     )
     command = [sys.executable, "-m", "pgferry", "run", str(job_file), "--quiet"]
-    killed = 0
-    for delay in (0.3, 0.8, 1.5, 2.5):
-        proc = subprocess.Popen([*command, "--run-key", "k"], stderr=subprocess.PIPE)
-        time.sleep(delay)
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            killed += 1
-        proc.communicate(timeout=60)
-        # bench_src's primary key is the job's key: every kill leaves whole batches, which
-        # the next run continues after.
+    killer = Killer(job_file, workload.source, "keyed", table="people", args=["--run-key", "k"])
+    # bench_src's primary key is the job's key: every batch (of 15) commits with its progress,
+    # and the next run continues after it.
+    for point in (KillPoint.started(), *map(KillPoint.after_batches, (1, 2, 3))):
+        assert killer.kill(point), f"the kill {point} did not land"
+        # Every kill leaves whole batches.
         if fetchval(workload.source, "SELECT to_regclass('people') IS NOT NULL"):
             left = fetchval(workload.source, "SELECT count(*) FROM people")
             assert left <= ROWS and (left % 200 == 0 or left == ROWS)
-    assert killed >= 2
+    assert len(killer.landed) == 4
     for _ in range(2):
         done = subprocess.run(
             [*command, "--run-key", "k", "--json"], capture_output=True, text=True

@@ -246,6 +246,7 @@ def test_drift_on_the_row_path(dbs: Databases, reader: str, case: str) -> None:
         assert fetchval(dbs.target, "SELECT count(*) FROM drift WHERE b = 2.5") == ROWS
 
 
+@pytest.mark.slow
 def test_cli_prints_the_changes(dbs: Databases, tmp_path: Path) -> None:
     execute(dbs.source, SOURCE)
     job_file = tmp_path / "job.yaml"

@@ -224,6 +224,7 @@ def test_a_blocked_change_names_its_blocker(dbs: Databases) -> None:
     assert [c["column"] for c in pgferry.run(j).schema_changes] == ["b"]
 
 
+@pytest.mark.slow
 def test_blockers_are_terminated_only_when_asked(dbs: Databases) -> None:
     execute(dbs.source, SOURCE)
     j = job(dbs, lock_timeout="200ms", terminate_blockers_after="1s")

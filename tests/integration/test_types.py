@@ -482,10 +482,6 @@ def test_multi_megabyte_values(dbs: Databases, path: str) -> None:
 
 # --- Beyond the issue's list: known gaps of the row path ----------------------------------
 
-LOWER_BOUNDS_XFAIL = (
-    "asyncpg decodes an array into a Python list, which has no lower bound: "
-    "'[0:2]={1,2,3}' comes back as '{1,2,3}' on the row path"
-)
 COMPOSITE_ARRAY_XFAIL = (
     "asyncpg decodes composite values as asyncpg.Record, and its array encoder takes a Record "
     "inside a list for a sub-array ('non-homogeneous array'); tuples work, so the pool path "
@@ -493,23 +489,80 @@ COMPOSITE_ARRAY_XFAIL = (
 )
 
 
-@pytest.mark.parametrize(
-    "path",
-    [
-        "pipe",
-        pytest.param(
-            "rows-inline", marks=pytest.mark.xfail(strict=True, reason=LOWER_BOUNDS_XFAIL)
-        ),
-        pytest.param("rows-pool", marks=pytest.mark.xfail(strict=True, reason=LOWER_BOUNDS_XFAIL)),
-    ],
-)
-def test_array_lower_bounds(dbs: Databases, path: str) -> None:
+BOUNDED: list[tuple[str, str, list[str | Raw]]] = [
+    ("a", "integer[]", ["{1,2}", "[0:2]={1,2,3}", "[-1:0][1:2]={{1,2},{3,NULL}}"]),
+]
+
+
+def test_array_lower_bounds_travel_exactly_on_the_pipe(dbs: Databases) -> None:
+    build_table(dbs.source, "lb_src", BOUNDED)
+    ferry(dbs, "pipe", "lb_src", "lb_dst")
+    assert assert_same_rows(dbs, "lb_src", "lb_dst", ["a"]) == 4
+    assert fetchval(dbs.target, "SELECT a::text FROM lb_dst WHERE id = 2") == "[0:2]={1,2,3}"
+
+
+@pytest.mark.parametrize("path", ROW_PATHS)
+def test_array_lower_bounds_are_refused_on_the_row_path(dbs: Databases, path: str) -> None:
+    """Decoded rows cannot keep an array's lower bounds: such a value stops the run with an
+    error naming the column, instead of arriving renumbered from 1."""
+    build_table(dbs.source, "lb_src", BOUNDED)
+    with pytest.raises(pgferry.ExtractError, match=r"numbered \[0:2\].*not from 1") as info:
+        ferry(dbs, path, "lb_src", "lb_dst")
+    assert info.value.column == "a"
+    assert info.value.batch == 0
+    assert not isinstance(info.value, pgferry.Transient)
+    assert '"a"[:]' in str(info.value)
+    assert fetchval(dbs.target, "SELECT to_regclass('lb_dst') IS NULL")
+
+
+@pytest.mark.parametrize("path", ROW_PATHS)
+def test_array_lower_bounds_found_in_a_later_batch(dbs: Databases, path: str) -> None:
+    """The check is per value: the error names the batch where the array is, and nothing of
+    that batch is written."""
+    execute(dbs.target, "CREATE TABLE lb_dst (id int PRIMARY KEY, t text, m integer[])")
     spec: list[tuple[str, str, list[str | Raw]]] = [
-        ("a", "integer[]", ["[0:2]={1,2,3}", "[-1:0][1:2]={{1,2},{3,NULL}}"]),
+        ("t", "text", ["x", "y", "z", "w", "v"]),
+        # Bounds in the second dimension only, in the third batch (batch_size=2).
+        ("m", "integer[]", ["{1}", "{{1,2}}", "{}", "[1:1][0:1]={{5,6}}", "{7}"]),
     ]
     build_table(dbs.source, "lb_src", spec)
-    ferry(dbs, path, "lb_src", "lb_dst")
-    assert assert_same_rows(dbs, "lb_src", "lb_dst", ["a"]) == 3
+    job = pgferry.Job(
+        source={"dsn": dbs.source, "table": "lb_src", "key": ["id"]},
+        target={"dsn": dbs.target, "table": "lb_dst"},
+        batch_size=2,
+        **PATH_SETTINGS[path],
+    )
+    with pytest.raises(pgferry.ExtractError, match=r"\[1:1\]\[0:1\]") as info:
+        pgferry.run(job)
+    assert (info.value.column, info.value.batch) == ("m", 1)
+    # The run stops as on any read error: what the loader committed before the reader's
+    # error won (batch 0, or nothing) stays; nothing from the refused batch is written.
+    committed = [r[0] for r in fetch(dbs.target, "SELECT id FROM lb_dst ORDER BY id")]
+    assert committed in ([], [1, 2])
+
+
+@pytest.mark.parametrize("path", ROW_PATHS)
+def test_array_lower_bounds_inside_a_domain_are_refused(dbs: Databases, path: str) -> None:
+    for dsn in (dbs.source, dbs.target):
+        execute(dsn, "CREATE DOMAIN int_list AS integer[]")
+    build_table(dbs.source, "lb_src", [("d", "int_list", ["{1,2}", "[5:5]={9}"])])
+    with pytest.raises(pgferry.ExtractError, match=r"\[5:5\]") as info:
+        ferry(dbs, path, "lb_src", "lb_dst")
+    assert info.value.column == "d"
+
+
+@pytest.mark.parametrize("path", ROW_PATHS)
+def test_renumbered_arrays_pass_the_row_path(dbs: Databases, path: str) -> None:
+    """The way out the error names: ``a[:]`` in a source query renumbers every dimension."""
+    build_table(dbs.source, "lb_src", BOUNDED)
+    job = pgferry.Job(
+        source={"dsn": dbs.source, "query": "SELECT id, a[:] AS a FROM lb_src"},
+        target={"dsn": dbs.target, "table": "lb_dst"},
+        **PATH_SETTINGS[path],
+    )
+    assert pgferry.run(job).rows_written == 4
+    got = [tuple(r) for r in fetch(dbs.target, "SELECT id, a::text FROM lb_dst ORDER BY id")]
+    assert got == [(1, "{1,2}"), (2, "{1,2,3}"), (3, "{{1,2},{3,NULL}}"), (4, None)]
 
 
 @pytest.mark.parametrize(

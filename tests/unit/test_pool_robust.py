@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from pgferry import demo
-from pgferry.engine import pool as tpool
 from pgferry.engine import functions as tf
+from pgferry.engine import pool as tpool
 from pgferry.errors import TransformError
 
 TESTS = Path(__file__).resolve().parents[1]
@@ -137,6 +137,7 @@ print(json.dumps({{"me": os.getpid(), "pids": pids, "before": before, "after": r
 """
 
 
+@pytest.mark.slow
 def test_workers_do_not_import_the_parents_main_script(tmp_path: Path) -> None:
     marker = tmp_path / "reimported"
     script = tmp_path / "main_script.py"
@@ -180,6 +181,7 @@ def test_workers_that_exit_leave_every_batch_to_the_parent(
     assert "exited with code 1" in message
 
 
+@pytest.mark.slow
 def test_worker_killed_by_sigkill_mid_run(caplog: pytest.LogCaptureFixture) -> None:
     batches = [batch(i * 100, 100) for i in range(15)]  # id 1000 is in the 11th
     with caplog.at_level(logging.WARNING, "pgferry"):

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
+from pgferry._dsn import mask_dsn
 from pgferry.engine.functions import load_transform
 from pgferry.errors import ConfigError, TransformError, TransformImportError
-from pgferry._dsn import mask_dsn
 from pgferry.jobfile import apply_overrides, load_job, parse_overrides
 from pgferry.spec import Job, Source, Target
 from pgferry.sql import TableName

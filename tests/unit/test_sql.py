@@ -9,6 +9,7 @@ import pytest
 from pgferry import sql
 from pgferry.errors import ConfigError
 from pgferry.sql import TableName, check_type_name, quote_ident
+from pgferry.sql_bounds import array_bounds_probe
 
 # --- quote_ident -------------------------------------------------------------------------------
 
@@ -354,4 +355,20 @@ def test_other_statements_quote_identifiers() -> None:
     assert sql.rename_index("s", "i", "j") == 'ALTER INDEX "s"."i" RENAME TO "j"'
     assert sql.rename_constraint(t, "c", "d") == (
         'ALTER TABLE "s"."T" RENAME CONSTRAINT "c" TO "d"'
+    )
+
+
+def test_array_bounds_probe_quotes_columns_and_is_the_last_column() -> None:
+    probe = array_bounds_probe(["a", 'x"; DROP TABLE y; --'])
+    weird = '"x""; DROP TABLE y; --"'
+    assert probe == (
+        """CASE WHEN strpos(replace(array_dims("a"), '[1:', ''), '[') > 0 """
+        """THEN '0 ' || array_dims("a") """
+        f"WHEN strpos(replace(array_dims({weird}), '[1:', ''), '[') > 0 "
+        f"THEN '1 ' || array_dims({weird}) END"
+        ' AS "pgferry: array bounds"'
+    )
+    query = sql.ordered_source("SELECT 1", ["id", "a"], where=["x"], order_by=["id"], probe=probe)
+    assert (
+        query == f'SELECT "id", "a", {probe} FROM (SELECT 1) AS pgferry_src WHERE (x) ORDER BY "id"'
     )

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from pgferry.engine import pool as pool_module
-from pgferry.engine.pool import default_pool_size, measure_pool_benefit, pool_unpicklable_reason
 from pgferry.engine.functions import (
     TransformImportError,
     apply_transform,
@@ -24,6 +23,7 @@ from pgferry.engine.functions import (
     is_batch_transform,
     load_transform,
 )
+from pgferry.engine.pool import default_pool_size, measure_pool_benefit, pool_unpicklable_reason
 from pgferry.errors import ConfigError, TransformError
 
 COLUMNS = ("id", "name")

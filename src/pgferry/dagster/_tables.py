@@ -116,7 +116,9 @@ async def describe_target(
         columns = await schema.describe_table(conn, job.target.pg_table)
         if columns is None:
             return None
-        db, nsp, rel = await conn.fetchrow(_QUALIFIED_NAME, job.target.pg_table.sql)
+        name = await conn.fetchrow(_QUALIFIED_NAME, job.target.pg_table.sql)
+        assert name is not None  # `$1::regclass` raises for a missing table: a row comes back
+        db, nsp, rel = name
         rows = await _count_table(conn, job, columns) if count and columns else None
         in_partition = (
             await _count_partition(conn, job, columns)

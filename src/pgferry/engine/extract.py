@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import asyncpg
 
-from pgferry.engine.items import Batch
+from pgferry.engine.bounds import strip_probe
+from pgferry.engine.items import Batch, record_rows
 from pgferry.engine.stages import END
 from pgferry.errors import ExtractError, PgferryError, TransientExtractError
 from pgferry.result import StageStats
@@ -64,6 +65,7 @@ async def extract_batches(
     job: str,
     snapshot: str | None = None,
     on_snapshot: Callable[[], None] | None = None,
+    arrays: Sequence[str] = (),
 ) -> int:
     """Read ``query`` with a server-side cursor and put :class:`Batch` objects on ``queue``.
 
@@ -74,6 +76,8 @@ async def extract_batches(
         snapshot: An exported snapshot to read in (``SET TRANSACTION SNAPSHOT``), shared with
             the other readers of a parallel run.
         on_snapshot: Called once ``snapshot`` is imported (the exporting transaction may end).
+        arrays: The array columns checked by ``query``'s last column, which is dropped from
+            every batch (:mod:`pgferry.engine.bounds`).
 
     Returns:
         The number of rows read. :data:`END` is put on the queue after the last batch.
@@ -89,12 +93,17 @@ async def extract_batches(
             cursor = await conn.cursor(query, *args)
             while True:
                 with stats.busy():
-                    rows = await cursor.fetch(batch_size)
-                if not rows:
+                    records = await cursor.fetch(batch_size)
+                if not records:
                     break
+                rows = (
+                    strip_probe(records, arrays, job=job, batch=seq)
+                    if arrays
+                    else record_rows(records)
+                )
                 total += len(rows)
                 batch = Batch(seq, columns, rows, len(rows))
-                del rows  # the queue holds the batch; nothing here may outlive it
+                del records, rows  # the queue holds the batch; nothing here may outlive it
                 with stats.waiting():
                     await queue.put(batch)
                 del batch
@@ -110,7 +119,7 @@ async def pipe_out(
     conn: asyncpg.Connection,
     query: str,
     *,
-    sink: Callable[[bytes], Awaitable[None]],
+    sink: Callable[[bytes], Coroutine[Any, Any, None]],
     job: str,
 ) -> None:
     """Stream ``COPY (query) TO STDOUT (FORMAT binary)`` into ``sink``, chunk by chunk.

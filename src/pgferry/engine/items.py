@@ -14,11 +14,24 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from pgferry.engine.functions import Columns, TransformReject
 
-__all__ = ["Batch", "TransformOutput", "Transformed"]
+if TYPE_CHECKING:
+    import asyncpg
+
+__all__ = ["Batch", "TransformOutput", "Transformed", "record_rows"]
+
+
+def record_rows(records: Sequence[asyncpg.Record]) -> Sequence[Sequence[Any]]:
+    """Records read from the source, as the rows a batch holds (the same objects, no copy).
+
+    An asyncpg ``Record`` is a sequence at run time (indexed by position, sized, iterable, sliced
+    into tuples), but its type does not derive from ``Sequence``: this is the one place where
+    records become rows.
+    """
+    return cast("Sequence[Sequence[Any]]", records)
 
 
 @dataclass(frozen=True, slots=True)

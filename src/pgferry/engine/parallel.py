@@ -46,6 +46,7 @@ from pgferry import schema, sql
 from pgferry.engine import functions as tf
 from pgferry.engine import values
 from pgferry.engine.host import cores
+from pgferry.engine.items import record_rows
 from pgferry.engine.lanes.base import LaneContext
 from pgferry.engine.plan import SourcePlan
 from pgferry.engine.progress import Progress, ProgressCallback
@@ -312,7 +313,9 @@ async def _plan_ranges(
         The ranges (``None``: fewer than two) and the key's span.
     """
     (key,) = job.read_key or []
-    low, high = await src.fetchrow(sql.min_max(plan.base, key), *plan.base_args)
+    span_row = await src.fetchrow(sql.min_max(plan.base, key), *plan.base_args)
+    assert span_row is not None  # an aggregate: one row, always
+    low, high = span_row
     if low is None:
         return None, 0
     span = high - low + 1
@@ -342,7 +345,7 @@ async def _probe(
     assert fn is not None
     columns = tuple(c.name for c in plan.columns)
     out_cols, out_rows = tf.apply_transform(
-        fn, tf.is_batch_transform(fn), columns, rows, job.read_key
+        fn, tf.is_batch_transform(fn), columns, record_rows(rows), job.read_key
     )
     seconds = (time.perf_counter() - start) / len(rows)
     if out_cols is None:

@@ -47,6 +47,8 @@ class SourcePlan:
         base: The source query before position filtering and ordering.
         unordered: ``query`` without its ORDER BY (the binary pipe reads in one go).
         base_args: The parameters of ``base`` (the source query's own).
+        where: The filters ``query`` applies to ``base`` (SQL built by :mod:`pgferry.sql`),
+            for a lane that reads ``base`` its own way.
         key: Which key the run uses and why (:mod:`pgferry.keys`), once resolved.
         comment: The source table's comment (copied to a target pgferry creates).
     """
@@ -62,6 +64,7 @@ class SourcePlan:
     base: str = ""
     unordered: str = ""
     base_args: list[Any] = field(default_factory=list)
+    where: list[str] = field(default_factory=list)
     key: KeyChoice | None = None
     comment: str | None = None
 
@@ -241,6 +244,7 @@ async def plan_source(conn: asyncpg.Connection, job: Job, ledger: LedgerEntry | 
         plan.txn_scope = "run"
     if part is not None and part.replace:
         plan.txn_scope = "run"
+    plan.where = where
     plan.query = sql.ordered_source(base, names, where=where, order_by=plan.position_columns)
     plan.unordered = sql.ordered_source(base, names, where=where, order_by=())
     return plan

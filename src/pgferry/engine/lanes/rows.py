@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from pgferry.engine import functions, values
+from pgferry.engine import bounds, functions, values
 from pgferry.engine.extract import extract_batches
 from pgferry.engine.lanes.base import LaneContext
 from pgferry.engine.load import LoadStage, discard_pending
@@ -34,6 +34,7 @@ async def run_rows(ctx: LaneContext) -> None:
     """Move the rows of ``ctx.plan`` through the transform into ``ctx.sink``."""
     job, plan, result = ctx.job, ctx.plan, ctx.result
     check_row_path_types(job, plan)
+    query, arrays = await bounds.checked_query(ctx.src, plan)
     await values.prepare_source(ctx.src)
     fn = functions.load_transform(job.transform) if job.transform is not None else None
     raw: asyncio.Queue[Any] = asyncio.Queue(maxsize=job.queue_depth)
@@ -42,7 +43,7 @@ async def run_rows(ctx: LaneContext) -> None:
     load = LoadStage(job, ctx.sink, plan, done, result, ctx.on_progress, prepared=ctx.prepared)
     extract = extract_batches(
         ctx.src,
-        plan.query,
+        query,
         plan.args,
         tuple(c.name for c in plan.columns),
         batch_size=job.batch_size,
@@ -51,6 +52,7 @@ async def run_rows(ctx: LaneContext) -> None:
         job=job.name,
         snapshot=ctx.snapshot,
         on_snapshot=ctx.on_snapshot,
+        arrays=arrays,
     )
     try:
         await run_stages(extract, transform.run(), load.run())

@@ -149,7 +149,9 @@ class ReplacePlan:
     async def _swap_existing(self, conn: asyncpg.Connection) -> None:
         target, shadow = self.target, self.shadow
         await conn.execute(sql.lock_table(target))
-        comment, owner, schema, _ = await conn.fetchrow(_TABLE_INFO, target.sql)
+        info = await conn.fetchrow(_TABLE_INFO, target.sql)
+        assert info is not None  # `$1::regclass` raises for a missing table: a row comes back
+        comment, owner, schema, _ = info
         grants = await conn.fetch(_GRANTS, target.sql)
         # A view cannot be replaced by one whose column types differ: when the shadow's
         # types do (an evolved schema), the views are dropped and created again.
