@@ -788,7 +788,10 @@ def test_example_templates_render_for_a_run_without_a_logical_date(
         "pgferry_daily_snapshot/manual__2026-12-01T21:30:00+00:00/snapshot_customers/-1",
     )
     assert rendered["upsert_orders"][0] == [str(run_after)]
-    assert set(rendered) == {"snapshot_customers", "upsert_orders", "copy_customers"}
+    assert rendered["send_orders"][1] == (
+        "pgferry_to_api/manual__2026-12-01T21:30:00+00:00/send_orders/-1"
+    )
+    assert set(rendered) == {"snapshot_customers", "upsert_orders", "copy_customers", "send_orders"}
 
 
 def test_the_url_quoted_password_is_handed_to_the_secret_masker(

@@ -12,7 +12,7 @@ import pytest
 from packaging.requirements import Requirement
 
 import pgferry
-from pgferry import arrow, sql
+from pgferry import arrow, sql_arrow
 from pgferry.demo import split_name, split_name_arrow, split_name_polars
 from pgferry.engine.lanes import arrow_codec as codec
 from pgferry.errors import SchemaError
@@ -102,7 +102,7 @@ def test_params_become_settings_outside_literals_and_comments() -> None:
         "SELECT * FROM t WHERE a > $1::text::int AND b = '$2' AND \"$1\" = 1 "
         "AND c = $$ $2 $$ -- $2\n AND d < $2 AND e = $q$ $1 $q$ /* $1 */"
     )
-    out = sql.params_as_settings(query, ["text", "date"], "pgferry.arg")
+    out = sql_arrow.params_as_settings(query, ["text", "date"], "pgferry.arg")
     assert out == (
         "SELECT * FROM t WHERE a > (current_setting('pgferry.arg1')::text)::text::int "
         "AND b = '$2' AND \"$1\" = 1 AND c = $$ $2 $$ -- $2\n "
@@ -111,8 +111,8 @@ def test_params_become_settings_outside_literals_and_comments() -> None:
 
 
 def test_select_for_arrow_casts_text_columns_and_keeps_the_source_order() -> None:
-    assert sql.select_for_arrow("Q", [("a", False)], ["a"]) == "Q"
-    out = sql.select_for_arrow("Q", [("a", False), ("n", True)], ["n"])
+    assert sql_arrow.select_for_arrow("Q", [("a", False)], ["a"]) == "Q"
+    out = sql_arrow.select_for_arrow("Q", [("a", False), ("n", True)], ["n"])
     assert out == (
         'SELECT pgferry_src."a", pgferry_src."n"::text AS "n" FROM (Q) AS pgferry_src '
         'ORDER BY pgferry_src."n"'

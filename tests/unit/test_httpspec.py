@@ -62,8 +62,14 @@ def test_table_dsn_mode_are_refused_and_key_required() -> None:
         with pytest.raises(ConfigError, match=f"target.{key}:"):
             Job.from_dict({"source": {"table": "s", "key": "id"},
                            "target": {"http": {"url": "https://x"}, key: value}})  # fmt: skip
+    # A query has no primary key to default to: the key must be named.
     with pytest.raises(ConfigError, match=r"needs source\.key"):
-        Job.from_dict({"source": {"table": "s"}, "target": {"http": {"url": "https://x"}}})
+        Job.from_dict(
+            {"source": {"query": "SELECT 1 AS id"}, "target": {"http": {"url": "https://x"}}}
+        )
+    # A table's primary key is read at run time (pgferry.keys): no key needed here.
+    job = Job.from_dict({"source": {"table": "s"}, "target": {"http": {"url": "https://x"}}})
+    assert job.read_key in (None, [])
 
 
 def test_secrets_are_masked_everywhere() -> None:
