@@ -94,6 +94,13 @@ def is_transient(exc: BaseException) -> bool:
         return state.startswith("08") or state in TRANSIENT_SQLSTATES
     if isinstance(exc, asyncpg.exceptions.ConnectionDoesNotExistError):
         return True
+    if isinstance(exc, asyncpg.InterfaceError | asyncpg.InternalClientError):
+        # Cleaning up after a lost connection (the rollback of ``async with transaction()``)
+        # fails with "another operation is in progress" or "connection is closed", and that
+        # error replaces the one that happened first: the first one decides.
+        first = exc.__context__
+        if first is not None and first is not exc and is_transient(first):
+            return True
     if isinstance(exc, asyncpg.InterfaceError):
         # "connection is closed" after the server went away; other interface errors are misuse.
         return "connection is closed" in str(exc) or "connection was closed" in str(exc)

@@ -116,6 +116,23 @@ def test_classification(exc: BaseException, transient: bool) -> None:
     assert is_transient(exc) is transient
 
 
+def test_a_cleanup_failure_after_a_lost_connection_is_transient() -> None:
+    def chained(first: BaseException, then: BaseException) -> BaseException:
+        try:
+            try:
+                raise first
+            except BaseException:
+                raise then from None  # suppresses the cause, keeps the context
+        except BaseException as exc:
+            return exc
+
+    busy = asyncpg.InternalClientError("another operation is in progress")
+    lost = asyncpg.exceptions.AdminShutdownError("terminating connection")
+    assert is_transient(chained(lost, busy))
+    assert not is_transient(chained(ValueError("bad"), busy))
+    assert not is_transient(busy)
+
+
 def test_as_pgferry_error_wraps_once_with_the_class_of_the_classification() -> None:
     wrapped = as_pgferry_error(ConnectionResetError(errno.ECONNRESET, "reset"), "j")
     assert is_transient(wrapped) and wrapped.job == "j"
