@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
+import subprocess
+import sys
 import urllib.parse
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -109,3 +112,16 @@ def job_with(defaults: dict[str, Any], **changes: Any) -> Any:
     for k, v in changes.items():
         data[k] = {**data[k], **v} if k in ("source", "target") else v
     return pgferry.Job.from_dict(data)
+
+
+def child_peak_rss(script: str, *args: str) -> tuple[int, float]:
+    """Run ``script`` in a fresh Python with ``args``; it prints ``{"rows", "peak_mib"}``."""
+    proc = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    out = json.loads(proc.stdout)
+    return out["rows"], out["peak_mib"]

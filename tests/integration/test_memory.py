@@ -6,13 +6,9 @@ within a small margin of 1x the rows.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
-from helpers import Databases, execute
+from helpers import Databases, child_peak_rss, execute
 from pgferry.demo import workload_statements
 
 CHILD = r"""
@@ -31,15 +27,7 @@ print(json.dumps({"rows": result.rows_written, "peak_mib": peak_kib / 1024}))
 
 
 def peak_rss(dbs: Databases, table: str, transform: str) -> tuple[int, float]:
-    proc = subprocess.run(
-        [sys.executable, "-c", CHILD, dbs.source, dbs.target, table, transform],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-    )
-    out = json.loads(proc.stdout)
-    return out["rows"], out["peak_mib"]
+    return child_peak_rss(CHILD, dbs.source, dbs.target, table, transform)
 
 
 @pytest.mark.slow
