@@ -26,6 +26,8 @@ def to_api(airflow_env: AirflowEnv) -> dict[str, Any]:
              "extra": {"X-Api-Key": API_KEY}}
         )  # fmt: skip
         env = {"AIRFLOW_CONN_API_HTTP": conn}
+        # Other Airflow tests share the source (the incremental example adds orders).
+        orders = fetchval(airflow_env.source, "SELECT count(*) FROM orders")
         first_run, output = airflow_env.dags_test("pgferry_to_api", "2024-01-02", env=env)
         second_run, _ = airflow_env.dags_test("pgferry_to_api", "2024-01-03", env=env)
     return {
@@ -34,6 +36,7 @@ def to_api(airflow_env: AirflowEnv) -> dict[str, Any]:
         "first": airflow_env.xcom("pgferry_to_api", first_run, "send_orders"),
         "second": airflow_env.xcom("pgferry_to_api", second_run, "send_orders"),
         "first_run": first_run,
+        "orders": orders,
     }
 
 
@@ -54,7 +57,8 @@ def test_rows_arrive_once(airflow_env: AirflowEnv, to_api: dict[str, Any]) -> No
 
 def test_xcom_and_logs_hold_no_secret(to_api: dict[str, Any]) -> None:
     first = to_api["first"]
-    assert (first["status"], first["mode"], first["rows_written"]) == ("success", "http", 3000)
+    expected = ("success", "http", to_api["orders"])
+    assert (first["status"], first["mode"], first["rows_written"]) == expected
     assert API_KEY not in json.dumps(first)
     assert API_KEY not in to_api["output"]
 
@@ -64,7 +68,7 @@ def test_endpoint_asset_and_lineage(airflow_env: AirflowEnv, to_api: dict[str, A
     uri = f"http://127.0.0.1:{api.port}/orders"
     events = airflow_env.asset_events(uri)
     assert [e["run_id"] for e in events][:1] == [to_api["first_run"]]
-    assert events[0]["extra"]["rows_written"] == 3000
+    assert events[0]["extra"]["rows_written"] == to_api["orders"]
     outputs = [
         o
         for e in airflow_env.lineage_events()
