@@ -111,7 +111,11 @@ def test_partitioned_copy_runs_its_mapped_tasks_on_both_celery_workers(
     api_log = (Path(stack["state_dir"]) / "logs" / "airflow-api-server.log").read_text()
     assert "idx_asset_name_uri_unique" not in api_log
     assert "Error updating Task Instance state" not in api_log
-    assert fetch(metadata_db(stack), "SELECT name FROM asset_alias") == []
+    # (The HTTP example's endpoint comes from a connection resolved when the task runs, so
+    # that DAG keeps its alias; the partitioned copy declares its Assets and needs none.)
+    aliases = fetch(metadata_db(stack), "SELECT name FROM asset_alias WHERE name LIKE $1",
+                    f"pgferry:{PARTITIONED}.%")  # fmt: skip
+    assert aliases == []
     producers = fetch(
         metadata_db(stack),
         "SELECT r.dag_id, r.task_id FROM task_outlet_asset_reference r "
