@@ -7,13 +7,11 @@ computation of it) in both directions, as in the benchmark.
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_retries import terminate_when
+from test_retries import terminating_after_batches
 
 import pgferry
 from helpers import Databases, execute, fetch, fetchval
@@ -191,26 +189,9 @@ def test_terminated_backend_is_retried_without_duplicates(
     )
     reader = "arrow-reader" in condition
     database = (dbs.source if reader else dbs.target).rsplit("/", 1)[1]
-    stop = threading.Event()
-    killed: list[int] = []
-
-    def watcher() -> None:
-        # Some batches commit first, so that the retry resumes after them (a bound position).
-        while not stop.is_set():
-            ledger = fetchval(dbs.target, "SELECT to_regclass('pgferry.ledger') IS NOT NULL")
-            query = "SELECT coalesce(sum(batches), 0) FROM pgferry.ledger WHERE job = 'retry'"
-            if ledger and fetchval(dbs.target, query) >= 3:
-                break
-            time.sleep(0.02)
-        terminate_when(pg_server_dsn, database, condition, stop, killed)
-
-    thread = threading.Thread(target=watcher)
-    thread.start()
-    try:
+    # Some batches commit first, so that the retry resumes after them (a bound position).
+    with terminating_after_batches(dbs.target, pg_server_dsn, database, condition) as killed:
         result = pgferry.run(job)
-    finally:
-        stop.set()
-        thread.join()
     assert killed, "the test did not manage to terminate a backend mid-run"
     assert result.attempts >= 2 and result.path == "columnar"
     assert fetchval(dbs.target, "SELECT count(*) FROM people") == 10_000

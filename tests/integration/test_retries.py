@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -28,6 +30,34 @@ def terminate_when(
                 killed.append(pid)
             return
         time.sleep(0.01)
+
+
+@contextlib.contextmanager
+def terminating_after_batches(
+    target: str, server: str, database: str, condition: str, *, job: str = "retry", batches: int = 3
+) -> Iterator[list[int]]:
+    """While the body runs: once ``job`` has committed ``batches`` batches (so that the retry
+    resumes after them), terminate the backends on ``database`` matching ``condition`` once.
+    Yields the list of terminated pids."""
+    stop = threading.Event()
+    killed: list[int] = []
+    query = "SELECT coalesce(sum(batches), 0) FROM pgferry.ledger WHERE job = $1"
+
+    def watcher() -> None:
+        while not stop.is_set():
+            ledger = fetchval(target, "SELECT to_regclass('pgferry.ledger') IS NOT NULL")
+            if ledger and fetchval(target, query, job) >= batches:
+                break
+            time.sleep(0.02)
+        terminate_when(server, database, condition, stop, killed)
+
+    thread = threading.Thread(target=watcher)
+    thread.start()
+    try:
+        yield killed
+    finally:
+        stop.set()
+        thread.join()
 
 
 @pytest.mark.slow
@@ -58,31 +88,8 @@ def test_terminated_backend_is_retried_without_duplicates(
     )
     # Let some batches commit first, so that the retry has something to resume after.
     database = (dbs.source if side == "source" else dbs.target).rsplit("/", 1)[1]
-    stop = threading.Event()
-    killed: list[int] = []
-
-    def watcher() -> None:
-        while not stop.is_set():
-            done = (
-                fetchval(
-                    dbs.target,
-                    "SELECT coalesce(sum(batches), 0) FROM pgferry.ledger WHERE job = 'retry'",
-                )
-                if fetchval(dbs.target, "SELECT to_regclass('pgferry.ledger') IS NOT NULL")
-                else 0
-            )
-            if done >= 3:
-                break
-            time.sleep(0.02)
-        terminate_when(pg_server_dsn, database, condition, stop, killed)
-
-    thread = threading.Thread(target=watcher)
-    thread.start()
-    try:
+    with terminating_after_batches(dbs.target, pg_server_dsn, database, condition) as killed:
         result = pgferry.run(j)
-    finally:
-        stop.set()
-        thread.join()
     assert killed, "the test did not manage to terminate a backend mid-run"
     assert result.attempts >= 2
     assert result.rows_written == 10_000
