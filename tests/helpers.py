@@ -125,3 +125,21 @@ def child_peak_rss(script: str, *args: str) -> tuple[int, float]:
     )
     out = json.loads(proc.stdout)
     return out["rows"], out["peak_mib"]
+
+
+def assert_peak_rss_flat(dbs: Databases, script: str, transform: str) -> None:
+    """Load 40k and 160k rows of the standard workload, move each in a fresh process running
+    ``script`` (args: source, target, table, transform), and assert that 4x the rows keep peak
+    RSS within 10 % (+4 MiB) of 1x: memory is bounded by the knobs, not by the table."""
+    from pgferry.demo import workload_statements
+
+    for rows, table in ((40_000, "small"), (160_000, "large")):
+        for statement in workload_statements(rows):
+            execute(dbs.source, statement)
+        execute(dbs.source, f"ALTER TABLE bench_src RENAME TO {table}")
+        execute(dbs.source, "DROP VIEW bench_expected")
+    small_rows, small = child_peak_rss(script, dbs.source, dbs.target, "small", transform)
+    large_rows, large = child_peak_rss(script, dbs.source, dbs.target, "large", transform)
+    assert (small_rows, large_rows) == (40_000, 160_000)
+    print(f"peak RSS {transform or 'pipe'}: {small:.1f} MiB for 1x, {large:.1f} MiB for 4x")
+    assert large <= small * 1.10 + 4, f"peak RSS {small:.1f} MiB for 1x, {large:.1f} MiB for 4x"

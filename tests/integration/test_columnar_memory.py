@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers import Databases, child_peak_rss, execute
-from pgferry.demo import workload_statements
+from helpers import Databases, assert_peak_rss_flat
 
 # VmHWM, not ru_maxrss: on Linux ru_maxrss survives exec, so a child started from a large
 # pytest process would report the parent's peak.
@@ -33,22 +32,9 @@ print(json.dumps({"rows": result.rows_written, "peak_mib": hwm_kib / 1024}))
 """
 
 
-def peak_rss(dbs: Databases, table: str, transform: str) -> tuple[int, float]:
-    return child_peak_rss(CHILD, dbs.source, dbs.target, table, transform)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "transform", ["pgferry.demo:split_name_arrow", "pgferry.demo:split_name_polars"]
 )
 def test_peak_rss_does_not_grow_with_the_table(dbs: Databases, transform: str) -> None:
-    for rows, table in ((40_000, "small"), (160_000, "large")):
-        for statement in workload_statements(rows):
-            execute(dbs.source, statement)
-        execute(dbs.source, f"ALTER TABLE bench_src RENAME TO {table}")
-        execute(dbs.source, "DROP VIEW bench_expected")
-    small_rows, small = peak_rss(dbs, "small", transform)
-    large_rows, large = peak_rss(dbs, "large", transform)
-    assert (small_rows, large_rows) == (40_000, 160_000)
-    print(f"peak RSS {transform}: {small:.1f} MiB for 1x, {large:.1f} MiB for 4x")
-    assert large <= small * 1.10 + 4, f"peak RSS {small:.1f} MiB for 1x, {large:.1f} MiB for 4x"
+    assert_peak_rss_flat(dbs, CHILD, transform)
