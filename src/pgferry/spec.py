@@ -287,8 +287,13 @@ class Job(_Model):
             or a list of mappings to fan out. A function marked with
             :func:`pgferry.batch_transform` takes and returns a list of rows.
         batch_size: Rows per batch; one batch is one transaction on the target.
+        batch_bytes: With an Arrow or Polars transform, the size of a batch as the reader
+            gets it (bytes of the source's binary COPY data; ADBC's batch size hint), unless
+            ``batch_size`` is set too (then batches are cut to that many rows as well). The
+            columnar lane's memory is about ``queue_depth * batch_bytes`` times a small
+            factor; the rows lane counts rows (``batch_size``) instead.
         queue_depth: Batches buffered between stages; memory is bounded by
-            ``queue_depth * batch_size`` rows per queue.
+            ``queue_depth * batch_size`` rows (``batch_bytes`` on the columnar lane) per queue.
         workers: ``0`` runs the transform inline, ``N`` in a pool of N processes, ``"auto"``
             measures the first batch and decides (between inline, a pool and, with
             ``pipelines: auto``, parallel pipelines).
@@ -325,6 +330,7 @@ class Job(_Model):
     target: Target
     transform: str | Callable[..., Any] | None = None
     batch_size: int = Field(default=10_000, ge=1, le=10_000_000)
+    batch_bytes: int = Field(default=1_048_576, ge=65_536, le=1_073_741_824)
     queue_depth: int = Field(default=4, ge=1, le=1_000)
     workers: int | Literal["auto"] = "auto"
     pipelines: int | Literal["auto"] = "auto"

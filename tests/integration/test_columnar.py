@@ -7,6 +7,8 @@ computation of it) in both directions, as in the benchmark.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -133,8 +135,52 @@ def test_a_job_file_names_a_polars_transform(dbs: Databases, tmp_path: Path) -> 
     )
     result = pgferry.run(pgferry.load_job(path))
     assert result.path == "columnar"
-    assert result.batches == 1  # no batch_size: a batch is what the driver reads (≈4 MiB)
+    assert result.batches == 1  # no batch_size: a batch is what the driver reads (≈1 MiB)
     assert target_rows(dbs) == expected(dbs)
+
+
+def test_batch_bytes_sizes_the_batches_the_reader_gets(dbs: Databases, tmp_path: Path) -> None:
+    """``batch_bytes`` from a job file: 20,000 rows (≈2.6 MiB as binary COPY) in 64 KiB
+    batches are many batches, each committed with its ledger row; the result is exact."""
+    load_workload(dbs.source, 20_000)
+    path = tmp_path / "job.yaml"
+    path.write_text(
+        "name: arrow-bytes\n"
+        f"source: {{dsn: '{dbs.source}', table: bench_src, key: id}}\n"
+        f"target: {{dsn: '{dbs.target}', table: dst}}\n"
+        "transform: pgferry.demo:split_name_arrow\n"
+        "batch_bytes: 65536\n",
+        encoding="utf-8",
+    )
+    result = pgferry.run(pgferry.load_job(path))
+    assert result.path == "columnar"
+    assert 20 <= result.batches <= 80, result.batches  # ≈ 2.6 MiB / 64 KiB = 40
+    ledger = fetchval(dbs.target, "SELECT batches FROM pgferry.ledger WHERE job = 'arrow-bytes'")
+    assert ledger == result.batches
+    assert target_rows(dbs) == expected(dbs)
+
+
+def test_the_arrow_lane_does_not_load_polars(dbs: Databases) -> None:
+    """An Arrow transform's run imports neither Polars nor ADBC's DB-API module (which imports
+    Polars: ≈ 50 MiB of resident memory for nothing)."""
+    load_workload(dbs.source, 1_000)
+    child = (
+        "import sys, pgferry\n"
+        "job = pgferry.Job.from_dict({'source': {'dsn': sys.argv[1], 'table': 'bench_src'},"
+        " 'target': {'dsn': sys.argv[2], 'table': 'dst'},"
+        " 'transform': 'pgferry.demo:split_name_arrow'})\n"
+        "assert pgferry.run(job).path == 'columnar'\n"
+        "names = ('polars', 'adbc_driver_manager.dbapi')\n"
+        "print(sorted(m for m in sys.modules if m.startswith(names)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", child, dbs.source, dbs.target],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 def test_transform_errors_name_the_batch_and_rejects_isolate_rows(dbs: Databases) -> None:

@@ -169,6 +169,7 @@ def test_job_defaults() -> None:
     job = Job.from_dict(_job())
     assert job.batch_size == 10_000
     assert job.queue_depth == 4
+    assert job.batch_bytes == 1_048_576
     assert job.workers == "auto"
     assert job.transform is None
 
@@ -278,7 +279,14 @@ def test_batch_size_bounds_rejected(size: int, fragment: str) -> None:
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("queue_depth", 0), ("connect_timeout", 0), ("statement_timeout", -1), ("swap_retries", 0)],
+    [
+        ("queue_depth", 0),
+        ("connect_timeout", 0),
+        ("statement_timeout", -1),
+        ("swap_retries", 0),
+        ("batch_bytes", 1000),
+        ("batch_bytes", 2**31),
+    ],
 )
 def test_other_knob_bounds(key: str, value: Any) -> None:
     assert f"{key}:" in _config_error(_job(**{key: value}))

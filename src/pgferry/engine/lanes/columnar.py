@@ -55,9 +55,6 @@ __all__ = ["run_columnar"]
 
 log = logging.getLogger("pgferry")
 
-# ADBC's batch size hint: a batch of the standard workload's rows is ≈ 15k rows per MiB.
-# Batches are then cut to ``batch_size`` rows; memory is bounded by the queues, not the table.
-_HINT_BYTES = 4 * 1024 * 1024
 _SETTING = "pgferry.arg"
 
 
@@ -131,7 +128,10 @@ class ArrowReader:
         for n, value in enumerate(args, 1):
             self._run("SELECT set_config($1, $2, true)", f"{_SETTING}{n}", value)
         statement = self._statement()
-        statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": str(_HINT_BYTES)})
+        # ``batch_bytes`` (default 1 MiB ≈ 7,500 rows of the standard workload): batches are
+        # then cut to ``batch_size`` rows when the job sets it; memory is bounded by the queues.
+        hint = str(self.job.batch_bytes)
+        statement.set_options(**{"adbc.postgresql.batch_size_hint_bytes": hint})
         statement.set_sql_query(query)
         stream, _ = statement.execute_query()
         self._reader = pa.RecordBatchReader.from_stream(stream)
@@ -250,9 +250,7 @@ async def run_columnar(ctx: LaneContext) -> None:
     read_thread = ThreadPoolExecutor(1, thread_name_prefix="pgferry-arrow-read")
     work_thread = ThreadPoolExecutor(1, thread_name_prefix="pgferry-arrow-transform")
     encoders: list[codec.Encoder] = []  # set once the target is prepared
-    # Unless the job sets batch_size, a batch is what the driver reads at once (≈4 MiB): each
-    # batch costs a COPY, a ledger row and a commit, and 10,000-row batches made the standard
-    # workload 1.5x slower (102 commits instead of 34; 11.9-14.1 s vs 7.8-8.8 s for 1M rows).
+    # Unless the job sets batch_size, a batch is what the driver reads at once (batch_bytes).
     rows_per_batch = job.batch_size if "batch_size" in job.model_fields_set else None
 
     async def extract_stage() -> None:
