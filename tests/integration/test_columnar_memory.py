@@ -3,7 +3,7 @@
 The Arrow reader fetches one batch (a few MiB) at a time and only when the queue has room;
 4x the rows must stay within a small margin of 1x the rows, as on the other lanes. The job sets
 batch_size (2,000 rows), so that the queues are full at both sizes; with the default batches
-(what the driver reads at once, about 4 MiB) they fill from about 300,000 rows on, which the
+(`batch_bytes`, 1 MiB: about 7,500 rows) they fill from about 75,000 rows on, which the
 benchmark's 1M and 4M runs measure.
 """
 
