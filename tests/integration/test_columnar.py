@@ -73,12 +73,26 @@ def test_append_equals_the_servers_own_transform(dbs: Databases, kind: str) -> N
     assert types["created_at"] == "timestamp with time zone"
     assert types["payload"] == "jsonb"
     assert types["first_name"] == "text"
+    # ... and their NOT NULL, as the rows lane does (an appended target gets no primary key).
+    not_null = fetch(
+        dbs.target,
+        "SELECT attname FROM pg_attribute WHERE attrelid = 'dst'::regclass AND attnum > 0 "
+        "AND attnotnull ORDER BY attname",
+    )
+    assert [r[0] for r in not_null] == ["created_at", "id"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_upsert_through_the_staging_table(dbs: Databases, kind: str) -> None:
     load_workload(dbs.source, 3_000)
     run(dbs, kind, target={"mode": "upsert", "key": ["id"]})
+    # The target was created with the key as its primary key, as on the rows lane.
+    primary_key = fetchval(
+        dbs.target,
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE conrelid = 'dst'::regclass AND contype = 'p'",
+    )
+    assert primary_key == "PRIMARY KEY (id)"
     execute(dbs.source, "UPDATE bench_src SET name = 'Ada Lovelace' WHERE id % 10 = 0")
     execute(
         dbs.source,
@@ -95,7 +109,7 @@ def test_upsert_through_the_staging_table(dbs: Databases, kind: str) -> None:
 def test_replace_swaps_a_shadow_in(dbs: Databases, kind: str) -> None:
     load_workload(dbs.source, 2_000)
     run(dbs, kind)
-    execute(dbs.target, "INSERT INTO dst (id, first_name) VALUES (-1, 'stale')")
+    execute(dbs.target, "INSERT INTO dst (id, first_name, created_at) VALUES (-1, 'stale', now())")
     execute(dbs.source, "DELETE FROM bench_src WHERE id > 1500")
     result = run(dbs, kind, target={"mode": "replace"})
     assert result.rows_written == 1_500

@@ -223,19 +223,28 @@ def test_drift_matrix(dbs: Databases, reader: str, case: str, mode: str) -> None
         assert fetchval(dbs.target, "SELECT count(*) FROM drift WHERE d IS NULL") == ROWS
 
 
+LANES = {
+    "rows": "ferry_transforms:identity",
+    "columnar": "ferry_transforms:arrow_identity",
+    "columnar-polars": "ferry_transforms:polars_identity",
+}
+
+
+@pytest.mark.parametrize("lane", LANES)
 @pytest.mark.parametrize("case", ["add", "discard", "drop"])
-def test_drift_on_the_row_path(dbs: Databases, reader: str, case: str) -> None:
-    """The same drift through a transform (decoded rows, ``discard`` projects them)."""
+def test_drift_through_a_transform(dbs: Databases, reader: str, case: str, lane: str) -> None:
+    """The same drift through a transform: decoded rows, or Arrow batches (``discard``
+    projects both)."""
     drift = DRIFTS[case]
     execute(dbs.source, SOURCE)
     job = make_job(dbs, "upsert", schema_changes=drift.policy).with_overrides(
-        transform="ferry_transforms:identity", workers=0, batch_size=20
+        transform=LANES[lane], workers=0, batch_size=20
     )
     assert pgferry.run(job).rows_written == ROWS
     decorate(dbs.target, reader)
     execute(dbs.source, drift.ddl)
     result = pgferry.run(job)
-    assert result.path == "rows"
+    assert result.path == lane.split("-")[0]
     expected = [{"column": c, "change": k, "from": f, "to": t} for c, k, f, t in drift.changes]
     assert result.schema_changes == expected
     assert_decorations_survive(dbs.target, reader)

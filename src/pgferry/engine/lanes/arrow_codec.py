@@ -159,16 +159,20 @@ def output_columns(
 ) -> list[Column]:
     """Types for the transform's output columns, for creating the target table.
 
-    Declared types win, then the type of the source column of the same name, then the Arrow
-    type's natural PostgreSQL type.
+    Declared types win; a column named like a source column is that column (its exact type,
+    ``NOT NULL`` and comment, as on the rows lane: the key becomes the primary key); the rest
+    take the Arrow type's natural PostgreSQL type.
 
     Raises:
         SchemaError: An Arrow type without one; the message asks for ``target.columns``.
     """
-    by_name = {c.name: c.type for c in source}
+    by_name = {c.name: c for c in source}
     out = []
     for field in table.schema:
-        type_name = declared.get(field.name) or by_name.get(field.name) or _pg_type_of(field.type)
+        if field.name not in declared and field.name in by_name:
+            out.append(by_name[field.name])
+            continue
+        type_name = declared.get(field.name) or _pg_type_of(field.type)
         if type_name is None:
             raise SchemaError(
                 f"cannot tell the PostgreSQL type of new column {field.name!r} (Arrow type "
