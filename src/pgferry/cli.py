@@ -316,19 +316,15 @@ def status(
     from rich.table import Table
 
     table = Table(title="pgferry runs, newest first")
-    for name in (
-        "started",
-        "job",
-        "partition",
-        "status",
-        "read",
-        "written",
-        "rejected",
-        "watermark after",
-        "error",
-    ):
+    # The schema changes column only when a run shown made some: it is rare, and the table
+    # must stay readable in 80 columns.
+    changed = any(run["schema_changes"] for run in runs)
+    names = ["started", "job", "partition", "status", "read", "written", "rejected"]
+    names += ["watermark after", *(["schema changes"] if changed else []), "error"]
+    for name in names:
         table.add_column(name)
     for run in runs:
+        changes = "; ".join(f"{c['change']} {c['column']}" for c in run["schema_changes"])
         table.add_row(
             str(run["started_at"])[:19],
             run["job"],
@@ -338,6 +334,7 @@ def status(
             f"{run['rows_written']:,}",
             f"{run['rows_rejected']:,}",
             str(run["watermark_after"] or ""),
+            *([changes[:60]] if changed else []),
             (run["error"] or "")[:80],
         )
     _out().print(table)

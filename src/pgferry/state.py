@@ -26,7 +26,7 @@ __all__ = ["SCHEMA_VERSION", "LedgerEntry", "StateStore"]
 
 log = logging.getLogger("pgferry")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,11 @@ _MIGRATIONS: dict[int, list[str]] = {
         # When the run's rows were all committed: written in the same transaction as the last
         # of them, so a run that committed and then crashed still counts as done for its key.
         "ALTER TABLE {s}.runs ADD COLUMN IF NOT EXISTS committed_at timestamptz",
+    ],
+    4: [
+        # What the run changed in the target's shape (RunResult.schema_changes): the history
+        # says when a column appeared or was widened, and by which run.
+        "ALTER TABLE {s}.runs ADD COLUMN IF NOT EXISTS schema_changes jsonb",
     ],
 }
 
@@ -335,6 +340,7 @@ class StateStore:
             self._sql("""UPDATE {s}.runs SET finished_at = now(), status = $2, attempts = $3,
                   rows_read = $4, rows_written = $5, rows_rejected = $6,
                   watermark_before = $7, watermark_after = $8, stages = $9::jsonb, error = $10,
+                  schema_changes = $11::jsonb,
                   committed_at = CASE WHEN $2 = 'success' THEN coalesce(committed_at, now())
                                       ELSE committed_at END
                 WHERE run_id = $1::uuid"""),
@@ -348,6 +354,7 @@ class StateStore:
             _text(result.watermark_after),
             json.dumps(stages),
             result.error,
+            json.dumps(result.schema_changes) if result.schema_changes else None,
         )
 
     async def recent_runs(
@@ -359,13 +366,16 @@ class StateStore:
         rows = await conn.fetch(
             self._sql("""SELECT run_id::text, job, partition, status, started_at, finished_at,
                        attempts, rows_read, rows_written, rows_rejected, watermark_before,
-                       watermark_after, error
+                       watermark_after, error, schema_changes
                 FROM {s}.runs WHERE $1::text IS NULL OR job = $1
                 ORDER BY started_at DESC LIMIT $2"""),
             job,
             limit,
         )
-        return [dict(r) for r in rows]
+        runs = [dict(r) for r in rows]
+        for run in runs:
+            run["schema_changes"] = json.loads(run["schema_changes"] or "[]")
+        return runs
 
     # --- Rejects ---------------------------------------------------------------------------
 

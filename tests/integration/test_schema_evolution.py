@@ -9,6 +9,7 @@ rows and that every decoration survived.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -272,6 +273,19 @@ def test_cli_prints_the_changes(dbs: Databases, tmp_path: Path) -> None:
     assert "new column 'b' numeric(10,2)" in shown.stderr  # the warning in the log
     execute(dbs.source, "ALTER TABLE drift ALTER COLUMN a TYPE text")
     as_json = subprocess.run([*command, "--json"], capture_output=True, text=True, timeout=120)
-    assert json.loads(as_json.stdout)["schema_changes"] == [
+    widened = [
         {"column": "a", "change": "widen type", "from": "character varying(10)", "to": "text"}
     ]
+    assert json.loads(as_json.stdout)["schema_changes"] == widened
+    # The run history keeps what each run changed.
+    status = [sys.executable, "-m", "pgferry", "status", "--target-dsn", dbs.target]
+    history = subprocess.run([*status, "--json"], capture_output=True, text=True, timeout=120)
+    assert history.returncode == 0, history.stderr
+    assert [r["schema_changes"] for r in json.loads(history.stdout)] == [
+        widened,
+        [{"column": "b", "change": "add column", "from": None, "to": "numeric(10,2)"}],
+        [],
+    ]
+    wide = {**os.environ, "COLUMNS": "250"}  # rich wraps cells to the terminal's width
+    table = subprocess.run(status, capture_output=True, text=True, timeout=120, env=wide)
+    assert "add column b" in table.stdout and "widen type a" in table.stdout

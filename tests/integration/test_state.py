@@ -35,7 +35,7 @@ def test_fresh_schema_is_at_the_current_version(dbs: Databases) -> None:
             "columns WHERE table_schema = 'ferry state' AND table_name = 'runs'",
         )
     }
-    assert {"run_key", "committed_at"} <= columns
+    assert {"run_key", "committed_at", "schema_changes"} <= columns
 
 
 def test_version_1_is_migrated_in_place(dbs: Databases) -> None:
