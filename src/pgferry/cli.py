@@ -283,9 +283,12 @@ def _show(value: Any) -> str:
 def _state_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = click.option(
         "--target-dsn",
-        envvar="PGFERRY_TARGET_DSN",
+        "--state-dsn",
+        "target_dsn",
+        envvar=["PGFERRY_TARGET_DSN", "PGFERRY_STATE_DSN"],
         required=True,
-        help="The target database holding the state (or $PGFERRY_TARGET_DSN).",
+        help="The database holding the state: the target database, or an HTTP job's "
+        "state.dsn (or $PGFERRY_TARGET_DSN, $PGFERRY_STATE_DSN).",
     )(fn)
     fn = click.option(
         "--state-schema",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -79,6 +81,15 @@ def test_rows_arrive_once_with_faithful_json(dbs: Databases) -> None:
     )
     assert fetchval(dbs.target, "SELECT status FROM pgferry.runs") == "success"
     assert fetchval(dbs.source, "SELECT to_regnamespace('pgferry') IS NULL")
+    # ... which the CLI reads by that name.
+    status = subprocess.run(
+        [sys.executable, "-m", "pgferry", "status", "--state-dsn", dbs.target, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert status.returncode == 0, status.stderr
+    assert [(r["job"], r["rows_written"]) for r in json.loads(status.stdout)] == [("to_api", ROWS)]
 
 
 def test_numeric_digits_are_exact(dbs: Databases) -> None:
