@@ -204,6 +204,22 @@ def test_rerun_of_a_full_job_replays_the_same_keys(dbs: Databases) -> None:
     assert api.duplicates == 0
 
 
+def test_fanned_out_rows_are_sent_under_keys_of_their_own(dbs: Databases) -> None:
+    """A transform that turns each row into two rows with the same key, one row a request:
+    every request has a key of its own (the server would drop a repeated key as a replay),
+    and a rerun names them alike."""
+    execute(dbs.source, SETUP)
+    with ApiServer() as api:
+        job = http_job(
+            dbs, api.url, rows_per_request=1, transform="ferry_transforms:fan_out", max_retries=0
+        )
+        assert pgferry.run(job).rows_written == 2 * ROWS
+        assert api.accepted_requests == api.rows_received == 2 * ROWS
+        assert api.replays == 0
+        assert pgferry.run(job).rows_written == 2 * ROWS
+        assert api.accepted_requests == 2 * ROWS and api.replays == 2 * ROWS
+
+
 def test_mode_is_refused_for_http() -> None:
     with pytest.raises(pgferry.ConfigError, match="'mode' is not used for HTTP targets"):
         pgferry.Job.from_dict(

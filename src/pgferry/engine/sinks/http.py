@@ -257,9 +257,10 @@ class HttpSink:
     ) -> tuple[int, list[Reject], int]:
         """Send every request of a batch; ``(rows accepted, rows refused, bytes sent)``."""
         n = self.http.rows_in_request
-        chunks = [rows[i : i + n] for i in range(0, len(rows), n)]
-        del rows
-        results = await _together([self._send_rows(seq, chunk) for chunk in chunks])
+        keys = self._request_keys(rows)
+        chunks = [(rows[i : i + n], keys[i : i + n]) for i in range(0, len(rows), n)]
+        del rows, keys
+        results = await _together([self._send_rows(seq, *chunk) for chunk in chunks])
         return (
             sum(r[0] for r in results),
             [rej for r in results for rej in r[1]],
@@ -267,11 +268,11 @@ class HttpSink:
         )
 
     async def _send_rows(
-        self, seq: int, rows: list[Sequence[Any]]
+        self, seq: int, rows: list[Sequence[Any]], keys: list[list[str]]
     ) -> tuple[int, list[Reject], int]:
         """Send ``rows`` as one request; if refused, split it in halves until the bad rows are
         isolated (about ``b * log2(n)`` extra requests for ``b`` bad rows among ``n``)."""
-        body, headers = self._request(rows)
+        body, headers = self._request(rows, keys)
         try:
             await self.sender.send(body, headers, batch=seq)
             return len(rows), [], len(body)
@@ -281,20 +282,42 @@ class HttpSink:
         del body
         mid = (len(rows) + 1) // 2
         (w1, r1, b1), (w2, r2, b2) = await _together(
-            [self._send_rows(seq, rows[:mid]), self._send_rows(seq, rows[mid:])]
+            [
+                self._send_rows(seq, rows[:mid], keys[:mid]),
+                self._send_rows(seq, rows[mid:], keys[mid:]),
+            ]
         )
         return w1 + w2, r1 + r2, b1 + b2
 
     def _row_key(self, row: Sequence[Any]) -> list[str]:
         return position_text([row[i] for i in self._key_index])
 
-    def _request(self, rows: list[Sequence[Any]]) -> tuple[bytes, dict[str, str]]:
+    def _request_keys(self, rows: Sequence[Sequence[Any]]) -> list[list[str]]:
+        """Each row's key as its requests are named by: the row's key, and for the second and
+        later rows with the same key in the batch (a transform that fans a row out) their
+        ordinal too. Without it, requests holding only rows of one key (one row a request, say)
+        would share an idempotency key, and the server would drop all but the first as
+        replays. A fanned-out row's rows are always in one batch, in the transform's order, so
+        a rerun names them alike."""
+        if not self.http.idempotency_header:
+            return [[] for _ in rows]
+        seen: dict[tuple[str, ...], int] = {}
+        keys = []
+        for row in rows:
+            key = self._row_key(row)
+            n = seen[tuple(key)] = seen.get(tuple(key), -1) + 1
+            keys.append([*key, str(n)] if n else key)
+        return keys
+
+    def _request(
+        self, rows: list[Sequence[Any]], keys: list[list[str]]
+    ) -> tuple[bytes, dict[str, str]]:
         """The body and headers of one request."""
         http = self.http
         headers = {"Content-Type": _CONTENT_TYPES[http.format]}
         if http.idempotency_header:
             headers[http.idempotency_header] = idempotency_key(
-                self.job.name, self.partition, self._row_key(rows[0]), self._row_key(rows[-1])
+                self.job.name, self.partition, keys[0], keys[-1]
             )
         if self._hook is not None:
             return self._hooked(rows, headers)
