@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pgferry.errors import ConfigError, LoadError, TransientLoadError
-from pgferry.httpspec import HttpTarget, mask_url
+from pgferry.httpspec import HttpTarget, mask_url, scrub
 from pgferry.retry import RetryPolicy, is_transient
 
 if TYPE_CHECKING:
@@ -255,13 +255,17 @@ class Sender:
                     reason = resp.reason or ""
                     retry_after = resp.headers.get("Retry-After")
             except (aiohttp.ClientError, TimeoutError) as exc:
-                # The URL as given may hold a password: errors show the masked one.
+                # The URL as given may hold a password or a token, and the client's error
+                # renders it its own way: the message shows the masked URL and the client's
+                # error scrubbed of the secrets, and the error itself is not chained (a
+                # traceback would print it whole).
                 what = f"failed: {exc!r}".replace(self.http.url, str(self.shown_url))
+                what = scrub(what, self.http.url)
                 if isinstance(exc, TimeoutError):
                     what = f"timed out after {self.http.timeout:g} s"
                 raise HttpRetryable(
                     f"{self.http.method} {self.shown_url} {what}", job=self.job, batch=batch
-                ) from exc
+                ) from None
         said = f"{self.http.method} {self.shown_url}: HTTP {status} {reason}: {excerpt}"
         if status in _RETRY_STATUS or status >= 500:
             hint = parse_retry_after(retry_after)

@@ -24,6 +24,7 @@ __all__ = [
     "mask_headers",
     "mask_url",
     "parse_duration",
+    "scrub",
 ]
 
 Method = Literal["POST", "PUT", "PATCH"]
@@ -81,6 +82,30 @@ def mask_url(url: str | None) -> str | None:
         return urllib.parse.urlunsplit(parts._replace(netloc=netloc, query=query))
     except ValueError:
         return "<unparsable URL>"
+
+
+def _url_secrets(url: str) -> set[str]:
+    """The password and the secret-looking query values of ``url``, as given and decoded."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return set()
+    found = set()
+    if parts.password:
+        found.add(parts.password)
+    for name, _, value in (p.partition("=") for p in parts.query.split("&") if p):
+        if value and _SECRET_PARAM.search(name):
+            found.add(value)
+    return found | {urllib.parse.unquote(v) for v in found} | {urllib.parse.quote(v) for v in found}
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` (an error from the HTTP client, say) with the secrets of ``url`` replaced by
+    ``***``, however the client rendered the URL (normalised, re-encoded, or in parts)."""
+    for secret in sorted(_url_secrets(url), key=len, reverse=True):
+        if len(secret) >= 3:  # "a" would mask every "a"; a 1-2 character secret is no secret
+            text = text.replace(secret, "***")
+    return text
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import time
+import traceback
 from typing import Any
 
 import pytest
@@ -178,3 +179,20 @@ async def test_limiter_pause_holds_every_acquirer() -> None:
     start = time.monotonic()
     await limiter.acquire()
     assert time.monotonic() - start >= 0.19
+
+
+def test_client_errors_do_not_show_the_urls_secrets(dbs: Databases) -> None:
+    """The client's errors name the URL their own way (a redirect loop's names the request
+    with its password): neither the message nor the traceback shows the password or the
+    token, and the error is not chained (a traceback would print the client's error whole)."""
+    setup(dbs, 10)
+    with ApiServer() as api:
+        base = api.url.replace("http://", "http://user:pa55-w0rd@", 1)
+        url = f"{base}?token=t0ken-value"
+        loop = Reply(status=302, headers={"Location": url})
+        api.script = [loop] * 50
+        with pytest.raises(pgferry.PgferryError) as info:
+            pgferry.run(job(dbs, url, retries=1).with_overrides(max_retries=0))
+    shown = "".join(traceback.format_exception(info.value))
+    assert "Redirect" in shown, shown
+    assert "pa55-w0rd" not in shown and "t0ken-value" not in shown, shown

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from pgferry.errors import ConfigError
-from pgferry.httpspec import HttpTarget, mask_headers, mask_url, parse_duration
+from pgferry.httpspec import HttpTarget, mask_headers, mask_url, parse_duration, scrub
 from pgferry.spec import Job
 
 
@@ -91,6 +91,19 @@ def test_secrets_are_masked_everywhere() -> None:
     assert mask_headers(None) == {}
     assert mask_url("not a url") == "not a url"
     assert "secret" not in repr(HttpTarget(url="https://x?token=secret"))
+
+
+def test_scrub_removes_a_urls_secrets_however_rendered() -> None:
+    url = "https://user:p%40ss-word@api.example.com/v1?api_key=k3y-value&page=2"
+    rendered = (
+        "ClientConnectorError(ConnectionKey(host='api.example.com', port=443), "
+        "URL('https://user:p@ss-word@api.example.com/v1?api_key=k3y-value&page=2'), "
+        "'p%40ss-word')"
+    )
+    scrubbed = scrub(rendered, url)
+    assert "ss-word" not in scrubbed and "k3y-value" not in scrubbed
+    assert "page=2" in scrubbed and "api.example.com" in scrubbed
+    assert scrub("nothing secret", "https://api.example.com/v1") == "nothing secret"
 
 
 def test_missing_aiohttp_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
