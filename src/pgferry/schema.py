@@ -215,6 +215,30 @@ def output_columns(
     return out
 
 
+async def require_types(conn: asyncpg.Connection, columns: Sequence[Column]) -> None:
+    """Refuse, naming the column, a column whose type the target database does not have (a
+    domain, an enum or a composite type of the source's, an extension's type).
+
+    Raises:
+        SchemaError: The first such column, with what to do about it.
+    """
+    names = [c.type for c in columns]
+    found = await conn.fetch(
+        "SELECT n, to_regtype(t) IS NOT NULL FROM unnest($1::text[]) WITH ORDINALITY x(t, n)",
+        names,
+    )
+    for n, exists in found:
+        if not exists:
+            col = columns[n - 1]
+            raise SchemaError(
+                f"column {col.name!r} has type {col.type}, which the target "
+                "database does not have: create the type there first (the same CREATE DOMAIN, "
+                "CREATE TYPE or CREATE EXTENSION as in the source), or cast the column in "
+                "source.query (with a transform, target.columns may declare its type)",
+                column=col.name,
+            )
+
+
 async def create_table(
     conn: asyncpg.Connection,
     table: TableName,
@@ -229,6 +253,7 @@ async def create_table(
     key, ``comment`` its comment. Defaults, sequences, foreign keys, triggers and policies
     are never copied (``docs/schema-evolution.md`` says why).
     """
+    await require_types(conn, columns)
     if table.schema is not None:
         exists = await conn.fetchval(
             "SELECT to_regnamespace($1) IS NOT NULL", sql.quote_ident(table.schema)

@@ -99,15 +99,18 @@ def test_interval_months_stay_months(dbs: Databases, kind: str) -> None:
 
 @pytest.mark.parametrize("kind", TRANSFORMS)
 def test_types_without_a_binary_codec_travel_as_text(dbs: Databases, kind: str) -> None:
-    """money, tsvector and tsquery, which the rows lane refuses, are exact here."""
+    """money, tsvector, tsquery, int2vector and oidvector, which the rows lane refuses, are
+    exact here."""
     spec: list[tuple[str, str, list[str | Raw]]] = [
         ("m", "money", ["12.34", "-0.01", "-92233720368547758.08"]),
         ("tv", "tsvector", ["a:1 b:2,3 'x y'"]),
         ("tq", "tsquery", ["a & (b | !c)"]),
+        ("iv", "int2vector", ["1 2 3", ""]),
+        ("ov", "oidvector", ["4 5 4294967295"]),
     ]
     build_table(dbs.source, "nb_src", spec)
     ferry(dbs, kind, "nb_src", "nb_dst")
-    assert assert_same_rows(dbs, "nb_src", "nb_dst", ["m", "tv", "tq"]) == 4
+    assert assert_same_rows(dbs, "nb_src", "nb_dst", ["m", "tv", "tq", "iv", "ov"]) == 4
 
 
 @pytest.mark.parametrize("kind", TRANSFORMS)

@@ -262,6 +262,8 @@ class SchemaStep:
             elif verdict == "unknown":
                 unknown.append(col)
         step.changes += await _unassignable(conn, unknown, target_types)
+        added = {c.column for c in step.changes if c.change == "add column"}
+        await schema.require_types(conn, [c for c in incoming if c.name in added])
         names = {c.name for c in incoming}
         for name, blocks in await conn.fetch(_EXTRA, table.sql):
             if name not in names and blocks:

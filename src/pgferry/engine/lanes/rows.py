@@ -26,8 +26,17 @@ from pgferry.spec import Job
 
 __all__ = ["run_rows"]
 
-# Types asyncpg can decode but not write in binary, which copy_records_to_table requires.
-_NO_BINARY_ENCODER = {"money", "tsvector", "tsquery", "xml"}
+# Types asyncpg can decode but not write in binary, which copy_records_to_table requires
+# (int2vector and oidvector it writes as arrays numbered from 1, which the server refuses),
+# with the cast that carries each exactly.
+_NO_BINARY_ENCODER = {
+    "money": "::numeric",
+    "tsvector": "::text",
+    "tsquery": "::text",
+    "xml": "::text",
+    "int2vector": "::int2[]",
+    "oidvector": "::oid[]",
+}
 
 
 async def run_rows(ctx: LaneContext) -> None:
@@ -68,8 +77,9 @@ def check_row_path_types(job: Job, plan: SourcePlan) -> None:
         if base in _NO_BINARY_ENCODER:
             raise SchemaError(
                 f"column {col.name!r} has type {col.type}, which decoded rows cannot carry "
-                f"back to PostgreSQL; cast it in a source query (e.g. {col.name}::text or, "
-                "for money, ::numeric) or run without a transform to use the binary pipe",
+                f"back to PostgreSQL; cast it in a source query "
+                f"({col.name}{_NO_BINARY_ENCODER[base]}) or run without a transform to use "
+                "the binary pipe",
                 job=job.name,
                 column=col.name,
             )
