@@ -542,10 +542,15 @@ def test_array_lower_bounds_found_in_a_later_batch(dbs: Databases, path: str) ->
 
 
 @pytest.mark.parametrize("path", ROW_PATHS)
-def test_array_lower_bounds_inside_a_domain_are_refused(dbs: Databases, path: str) -> None:
+@pytest.mark.parametrize("domain", ["int_list", "short_list"])
+def test_array_lower_bounds_inside_a_domain_are_refused(
+    dbs: Databases, path: str, domain: str
+) -> None:
+    """A domain over an array, and a domain over that domain: their values are arrays too."""
     for dsn in (dbs.source, dbs.target):
         execute(dsn, "CREATE DOMAIN int_list AS integer[]")
-    build_table(dbs.source, "lb_src", [("d", "int_list", ["{1,2}", "[5:5]={9}"])])
+        execute(dsn, "CREATE DOMAIN short_list AS int_list CHECK (cardinality(VALUE) < 5)")
+    build_table(dbs.source, "lb_src", [("d", domain, ["{1,2}", "[5:5]={9}"])])
     with pytest.raises(pgferry.ExtractError, match=r"\[5:5\]") as info:
         ferry(dbs, path, "lb_src", "lb_dst")
     assert info.value.column == "d"

@@ -34,12 +34,17 @@ from pgferry.sql_bounds import array_bounds_probe
 __all__ = ["array_columns", "checked_query", "strip_probe"]
 
 # For each type name (format_type text): whether its values are arrays, a domain over an
-# array included (its values decode to lists too).
+# array included, at any depth (a domain over a domain over an array: its values decode to
+# lists too).
 _ARRAY_TYPES = """
 SELECT coalesce((
-    SELECT format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END, NULL)
-           LIKE '%[]'
-    FROM pg_type t WHERE t.oid = to_regtype(u.name)), false)
+    WITH RECURSIVE chain(oid, typtype, typbasetype) AS (
+        SELECT t.oid, t.typtype, t.typbasetype FROM pg_type t WHERE t.oid = to_regtype(u.name)
+        UNION ALL
+        SELECT t.oid, t.typtype, t.typbasetype
+        FROM pg_type t JOIN chain c ON t.oid = c.typbasetype WHERE c.typtype = 'd'
+    )
+    SELECT format_type(oid, NULL) LIKE '%[]' FROM chain WHERE typtype <> 'd'), false)
 FROM unnest($1::text[]) WITH ORDINALITY AS u(name, n)
 ORDER BY u.n
 """
