@@ -215,6 +215,28 @@ def output_columns(
     return out
 
 
+_BASE_TYPES = """
+SELECT coalesce((
+    WITH RECURSIVE chain(oid, typtype, typbasetype, typtypmod) AS (
+        SELECT t.oid, t.typtype, t.typbasetype, t.typtypmod
+        FROM pg_type t WHERE t.oid = to_regtype(u.name)
+        UNION ALL
+        SELECT t.oid, t.typtype, t.typbasetype, t.typtypmod
+        FROM pg_type t JOIN chain c ON t.oid = c.typbasetype WHERE c.typtype = 'd'
+    )
+    SELECT format_type(oid, NULL) FROM chain WHERE typtype <> 'd'), u.name)
+FROM unnest($1::text[]) WITH ORDINALITY AS u(name, n)
+ORDER BY u.n
+"""
+
+
+async def base_types(conn: asyncpg.Connection, types: Sequence[str]) -> list[str]:
+    """Each type (``format_type`` text) with its domains peeled off, at any depth, without a
+    modifier (a domain over a domain over ``integer[]`` is ``integer[]``); a type the server
+    does not know is returned as it is."""
+    return [r[0] for r in await conn.fetch(_BASE_TYPES, list(types))]
+
+
 async def require_types(conn: asyncpg.Connection, columns: Sequence[Column]) -> None:
     """Refuse, naming the column, a column whose type the target database does not have (a
     domain, an enum or a composite type of the source's, an extension's type).

@@ -666,3 +666,16 @@ def test_a_type_the_target_database_lacks_is_named(dbs: Databases, path: str) ->
     with pytest.raises(pgferry.SchemaError, match="column 't' has type tiny"):
         ferry(dbs, path, "ut_src", "ut_dst")
     assert "t" not in dict(column_types(dbs.target, "ut_dst"))
+
+
+@pytest.mark.parametrize("path", ["rows-inline"])
+def test_a_domain_over_a_type_without_a_binary_codec_is_refused(dbs: Databases, path: str) -> None:
+    """The rows lane looks under domains (at any depth) for the types it cannot write."""
+    for dsn in (dbs.source, dbs.target):
+        execute(dsn, "CREATE DOMAIN cash AS money; CREATE DOMAIN petty_cash AS cash")
+    build_table(dbs.source, "dm_src", [("c", "petty_cash", ["12.34"])])
+    with pytest.raises(pgferry.SchemaError, match=r"column 'c' has type petty_cash.*c::numeric"):
+        ferry(dbs, path, "dm_src", "dm_dst")
+    assert fetchval(dbs.target, "SELECT to_regclass('dm_dst') IS NULL")
+    ferry(dbs, "pipe", "dm_src", "dm_dst")  # the pipe carries it undecoded
+    assert assert_same_rows(dbs, "dm_src", "dm_dst", ["c"]) == 2

@@ -26,39 +26,19 @@ from typing import Any
 
 import asyncpg
 
-from pgferry import sql
+from pgferry import schema, sql
 from pgferry.engine.plan import SourcePlan
 from pgferry.errors import ExtractError
 from pgferry.sql_bounds import array_bounds_probe
 
 __all__ = ["array_columns", "checked_query", "strip_probe"]
 
-# For each type name (format_type text): whether its values are arrays, a domain over an
-# array included, at any depth (a domain over a domain over an array: its values decode to
-# lists too).
-_ARRAY_TYPES = """
-SELECT coalesce((
-    WITH RECURSIVE chain(oid, typtype, typbasetype) AS (
-        SELECT t.oid, t.typtype, t.typbasetype FROM pg_type t WHERE t.oid = to_regtype(u.name)
-        UNION ALL
-        SELECT t.oid, t.typtype, t.typbasetype
-        FROM pg_type t JOIN chain c ON t.oid = c.typbasetype WHERE c.typtype = 'd'
-    )
-    SELECT format_type(oid, NULL) LIKE '%[]' FROM chain WHERE typtype <> 'd'), false)
-FROM unnest($1::text[]) WITH ORDINALITY AS u(name, n)
-ORDER BY u.n
-"""
-
 
 async def array_columns(conn: asyncpg.Connection, plan: SourcePlan) -> list[str]:
     """Names of the source columns whose values are arrays, in column order."""
-    columns = plan.columns
-    if all(c.type.endswith("[]") for c in columns):
-        return [c.name for c in columns]
-    flags = await conn.fetch(_ARRAY_TYPES, [c.type for c in columns])
-    return [
-        c.name for c, flag in zip(columns, flags, strict=True) if c.type.endswith("[]") or flag[0]
-    ]
+    # A domain over an array, at any depth, holds arrays too (its values decode to lists).
+    bases = await schema.base_types(conn, [c.type for c in plan.columns])
+    return [c.name for c, base in zip(plan.columns, bases, strict=True) if base.endswith("[]")]
 
 
 async def checked_query(conn: asyncpg.Connection, plan: SourcePlan) -> tuple[str, list[str]]:

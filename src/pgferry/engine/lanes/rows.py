@@ -14,6 +14,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import asyncpg
+
+from pgferry import schema
 from pgferry.engine import bounds, functions, values
 from pgferry.engine.extract import extract_batches
 from pgferry.engine.lanes.base import LaneContext
@@ -42,7 +45,7 @@ _NO_BINARY_ENCODER = {
 async def run_rows(ctx: LaneContext) -> None:
     """Move the rows of ``ctx.plan`` through the transform into ``ctx.sink``."""
     job, plan, result = ctx.job, ctx.plan, ctx.result
-    check_row_path_types(job, plan)
+    await check_row_path_types(ctx.src, job, plan)
     query, arrays = await bounds.checked_query(ctx.src, plan)
     await values.prepare_source(ctx.src)
     fn = functions.load_transform(job.transform) if job.transform is not None else None
@@ -70,10 +73,12 @@ async def run_rows(ctx: LaneContext) -> None:
         await transform.close()
 
 
-def check_row_path_types(job: Job, plan: SourcePlan) -> None:
-    """Refuse up front the columns that decoded rows cannot carry back to PostgreSQL."""
-    for col in plan.columns:
-        base = col.type.removesuffix("[]")
+async def check_row_path_types(conn: asyncpg.Connection, job: Job, plan: SourcePlan) -> None:
+    """Refuse up front the columns that decoded rows cannot carry back to PostgreSQL (by their
+    type, or the type under their domains)."""
+    bases = await schema.base_types(conn, [c.type for c in plan.columns])
+    for col, base_type in zip(plan.columns, bases, strict=True):
+        base = base_type.removesuffix("[]")
         if base in _NO_BINARY_ENCODER:
             raise SchemaError(
                 f"column {col.name!r} has type {col.type}, which decoded rows cannot carry "
