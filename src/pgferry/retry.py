@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import logging
 import random
+import re
 import socket
 import ssl
 from collections.abc import Awaitable, Callable
@@ -70,6 +71,11 @@ _TRANSIENT_ERRNOS = frozenset(
         errno.EAGAIN,
     }
 )
+# asyncpg's protocol states 1-4: failed, consuming an error, cancelled, terminating.
+_BROKEN_PROTOCOL = re.compile(
+    r"cannot switch to state \d+; (another operation \([234]\) is in progress"
+    r"|protocol is in the .failed. state)"
+)
 # getaddrinfo: "temporary failure in name resolution" may pass; "name not known" will not.
 _TRANSIENT_GAI = frozenset({socket.EAI_AGAIN})
 
@@ -93,6 +99,12 @@ def is_transient(exc: BaseException) -> bool:
         state = getattr(exc, "sqlstate", None) or ""
         return state.startswith("08") or state in TRANSIENT_SQLSTATES
     if isinstance(exc, asyncpg.exceptions.ConnectionDoesNotExistError):
+        return True
+    if isinstance(exc, asyncpg.InternalClientError) and _BROKEN_PROTOCOL.search(str(exc)):
+        # The next statement on a connection whose backend died between statements: the
+        # protocol is still consuming the server's last error (or has failed, or is being
+        # cancelled or closed), not busy with another statement of ours. A fresh connection
+        # works; an operation of ours overlapping another (a bug) names a busy state (>= 10).
         return True
     if isinstance(exc, asyncpg.InterfaceError | asyncpg.InternalClientError):
         # Cleaning up after a lost connection (the rollback of ``async with transaction()``)

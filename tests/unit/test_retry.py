@@ -133,6 +133,18 @@ def test_a_cleanup_failure_after_a_lost_connection_is_transient() -> None:
     assert not is_transient(busy)
 
 
+def test_a_statement_on_a_connection_whose_backend_died_is_transient() -> None:
+    """The backend was terminated between two statements: the next one finds the protocol
+    still consuming the server's error (state 2), or failed. Busy with another statement of
+    ours (a state >= 10) is a bug, not transient."""
+    consuming = "cannot switch to state 15; another operation (2) is in progress"
+    assert is_transient(asyncpg.InternalClientError(consuming))
+    failed = 'cannot switch to state 15; protocol is in the "failed" state'
+    assert is_transient(asyncpg.InternalClientError(failed))
+    busy = "cannot switch to state 15; another operation (12) is in progress"
+    assert not is_transient(asyncpg.InternalClientError(busy))
+
+
 def test_as_pgferry_error_wraps_once_with_the_class_of_the_classification() -> None:
     wrapped = as_pgferry_error(ConnectionResetError(errno.ECONNRESET, "reset"), "j")
     assert is_transient(wrapped) and wrapped.job == "j"
