@@ -118,7 +118,6 @@ _PG_EPOCH = dt.datetime(2000, 1, 1)
 _PG_EPOCH_UTC = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 _DAY_US = 86_400_000_000
 _US = dt.timedelta(microseconds=1)
-_timedelta = dt.timedelta  # positional calls below: keyword arguments cost twice as much
 _datetime = dt.datetime
 _date = dt.date
 
@@ -150,16 +149,22 @@ def _encode_date(value: Any) -> tuple[int]:
     return (value.toordinal() - _PG_EPOCH_ORDINAL,)
 
 
+# ``_US * us`` builds the timedelta a third faster than ``timedelta(0, 0, us)`` (≈350 against
+# ≈500 ns), exactly: integer microseconds. ``±infinity`` (the int64 extremes) lies outside
+# ``datetime``'s range, so the addition overflows for them and the common case pays no test.
+
+
 def _decode_timestamp(value: tuple[int]) -> dt.datetime:
+    try:
+        return _PG_EPOCH + _US * value[0]
+    except OverflowError:
+        pass
     us = value[0]
     if us == _PG_TS_INF:
         return TIMESTAMP_INFINITY
     if us == _PG_TS_MINUS_INF:
         return TIMESTAMP_MINUS_INFINITY
-    try:
-        return _PG_EPOCH + _timedelta(0, 0, us)
-    except OverflowError:
-        raise _out_of_range("timestamp", f"{us} µs from 2000-01-01") from None
+    raise _out_of_range("timestamp", f"{us} µs from 2000-01-01")
 
 
 def _encode_timestamp(value: Any) -> tuple[int]:
@@ -175,15 +180,16 @@ def _encode_timestamp(value: Any) -> tuple[int]:
 
 
 def _decode_timestamptz(value: tuple[int]) -> dt.datetime:
+    try:
+        return _PG_EPOCH_UTC + _US * value[0]
+    except OverflowError:
+        pass
     us = value[0]
     if us == _PG_TS_INF:
         return TIMESTAMPTZ_INFINITY
     if us == _PG_TS_MINUS_INF:
         return TIMESTAMPTZ_MINUS_INFINITY
-    try:
-        return _PG_EPOCH_UTC + _timedelta(0, 0, us)
-    except OverflowError:
-        raise _out_of_range("timestamptz", f"{us} µs from 2000-01-01 UTC") from None
+    raise _out_of_range("timestamptz", f"{us} µs from 2000-01-01 UTC")
 
 
 def _encode_timestamptz(value: Any) -> tuple[int]:
