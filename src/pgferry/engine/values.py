@@ -6,7 +6,7 @@ exactly. Measured per value on the standard workload (decode / encode, ns):
 ============  ==============  ==============
 type          asyncpg (C)     pgferry (Python)
 ============  ==============  ==============
-timestamptz   ≈500 / ≈1000    ≈360 / ≈340
+timestamptz   ≈500 / ≈1000    ≈360 / ≈370
 jsonb         ≈100 / ≈90      ≈200 / ≈400
 ============  ==============  ==============
 
