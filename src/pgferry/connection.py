@@ -118,7 +118,6 @@ _PG_EPOCH = dt.datetime(2000, 1, 1)
 _PG_EPOCH_UTC = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 _DAY_US = 86_400_000_000
 _US = dt.timedelta(microseconds=1)
-_timedelta = dt.timedelta  # positional calls below: keyword arguments cost twice as much
 _datetime = dt.datetime
 _date = dt.date
 
@@ -150,21 +149,28 @@ def _encode_date(value: Any) -> tuple[int]:
     return (value.toordinal() - _PG_EPOCH_ORDINAL,)
 
 
+# ``_US * us`` builds the timedelta a third faster than ``timedelta(0, 0, us)`` (≈350 against
+# ≈500 ns), exactly: integer microseconds. ``±infinity`` (the int64 extremes) lies outside
+# ``datetime``'s range, so the addition overflows for them and the common case pays no test.
+
+
 def _decode_timestamp(value: tuple[int]) -> dt.datetime:
+    try:
+        return _PG_EPOCH + _US * value[0]
+    except OverflowError:
+        pass
     us = value[0]
     if us == _PG_TS_INF:
         return TIMESTAMP_INFINITY
     if us == _PG_TS_MINUS_INF:
         return TIMESTAMP_MINUS_INFINITY
-    try:
-        return _PG_EPOCH + _timedelta(0, 0, us)
-    except OverflowError:
-        raise _out_of_range("timestamp", f"{us} µs from 2000-01-01") from None
+    raise _out_of_range("timestamp", f"{us} µs from 2000-01-01")
 
 
 def _encode_timestamp(value: Any) -> tuple[int]:
     if type(value) is _datetime:
-        return ((value - _PG_EPOCH) // _US,)
+        delta = value - _PG_EPOCH  # its fields, as in _encode_timestamptz
+        return ((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds,)
     if isinstance(value, InfiniteDatetime | InfiniteDate):
         return (_PG_TS_INF if value.year == dt.MAXYEAR else _PG_TS_MINUS_INF,)
     if not isinstance(value, dt.datetime):
@@ -175,15 +181,16 @@ def _encode_timestamp(value: Any) -> tuple[int]:
 
 
 def _decode_timestamptz(value: tuple[int]) -> dt.datetime:
+    try:
+        return _PG_EPOCH_UTC + _US * value[0]
+    except OverflowError:
+        pass
     us = value[0]
     if us == _PG_TS_INF:
         return TIMESTAMPTZ_INFINITY
     if us == _PG_TS_MINUS_INF:
         return TIMESTAMPTZ_MINUS_INFINITY
-    try:
-        return _PG_EPOCH_UTC + _timedelta(0, 0, us)
-    except OverflowError:
-        raise _out_of_range("timestamptz", f"{us} µs from 2000-01-01 UTC") from None
+    raise _out_of_range("timestamptz", f"{us} µs from 2000-01-01 UTC")
 
 
 def _encode_timestamptz(value: Any) -> tuple[int]:
@@ -197,8 +204,10 @@ def _encode_timestamptz(value: Any) -> tuple[int]:
         if value.tzinfo is None:
             # A naive datetime (or a date) is taken as local time, as asyncpg does.
             value = value.astimezone(dt.UTC)
-    # Subtracting aware datetimes accounts for their offsets.
-    return ((value - _PG_EPOCH_UTC) // _US,)
+    # Subtracting aware datetimes accounts for their offsets. Summing the difference's fields is
+    # exact and ≈10 % cheaper than ``difference // _US``.
+    delta = value - _PG_EPOCH_UTC
+    return ((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds,)
 
 
 def _time_from_us(us: int, tz: dt.tzinfo | None) -> dt.time:

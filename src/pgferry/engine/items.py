@@ -12,7 +12,7 @@ rows it carries.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
@@ -78,9 +78,12 @@ class Transformed:
         position: The ledger position after this batch (watermark or key, as text), if any.
         output: Resolves to the batch's :class:`TransformOutput`, or to the transform's error;
             the load stage awaits these in order, so batches commit in extraction order.
+        deferred: For an inline transform, what resolves ``output``: the load stage calls it
+            just before it writes the batch (:mod:`pgferry.engine.transform` says why).
     """
 
     seq: int
     rows_read: int
     position: list[str] | None
     output: asyncio.Future[TransformOutput]
+    deferred: Callable[[], None] | None = None

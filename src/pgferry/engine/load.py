@@ -81,6 +81,8 @@ class LoadStage:
                 )
 
     async def _output(self, item: Transformed) -> TransformOutput:
+        if item.deferred is not None:
+            item.deferred()
         try:
             return await item.output
         except BrokenExecutor as exc:  # BrokenProcessPool

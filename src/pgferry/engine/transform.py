@@ -6,6 +6,14 @@ The user's function runs inline, or in a process pool (:mod:`pgferry.engine.pool
 costs clearly more than moving a batch to a worker and back. Either way the stage puts one
 future per batch on its outbox in the order the batches came: a transform failure in batch
 ``k`` travels through that future, so the load stage commits the batches before ``k`` first.
+
+An inline transform runs when the load stage is about to write its batch, not when the batch
+arrives: the output rows are then encoded while they are still in the CPU's caches. Rows that
+wait in the queues as tuples cost about a fifth more to encode and free than rows encoded at
+once, rows waiting as records much less (per-step harness, 200,000 rows of the standard
+workload in batches of 5,000 with two batches queued before each stage: 4.0 µs/row transforming
+on arrival, 3.25 transforming before the write, 3.1 with no queue at all). Inline, nothing runs
+in parallel with the transform anyway; the queues still let reading run ahead.
 """
 
 from __future__ import annotations
@@ -51,6 +59,25 @@ def outbox_depth(job: Job) -> int:
 def _default_pool_size() -> int:
     size: int = _pool_module().default_pool_size()
     return size
+
+
+class _Deferred:
+    """Transforms one batch inline when called, then lets go of its input rows."""
+
+    __slots__ = ("batch", "output", "stage")
+
+    def __init__(
+        self, stage: TransformStage, batch: Batch, output: asyncio.Future[TransformOutput]
+    ) -> None:
+        self.stage: TransformStage | None = stage
+        self.batch: Batch | None = batch
+        self.output = output
+
+    def __call__(self) -> None:
+        stage, batch = self.stage, self.batch
+        self.stage = self.batch = None
+        if stage is not None and batch is not None:
+            stage._inline(batch, self.output)
 
 
 class TransformStage:
@@ -100,15 +127,19 @@ class TransformStage:
             if batch is END:
                 break
             position = self._position(batch)
+            deferred = None
             if self.pool is not None:
                 output = self._submit(loop, batch)
+            elif self.workers == 0:
+                output = loop.create_future()
+                deferred = _Deferred(self, batch, output)
             else:
                 output = loop.create_future()
-                self._inline(batch, output)
-            item = Transformed(batch.seq, batch.rows_read, position, output)
+                self._inline(batch, output)  # workers: auto decides on this batch
+            item = Transformed(batch.seq, batch.rows_read, position, output, deferred)
             failed = output.done() and output.exception() is not None
             # Only the queue holds the batch from here: memory is bounded by the queues.
-            del batch, output
+            del batch, output, deferred
             with self.stats.waiting():
                 await self.outbox.put(item)
             del item

@@ -6,11 +6,11 @@ exactly. Measured per value on the standard workload (decode / encode, ns):
 ============  ==============  ==============
 type          asyncpg (C)     pgferry (Python)
 ============  ==============  ==============
-timestamptz   ≈500 / ≈1000    ≈500 / ≈340
+timestamptz   ≈500 / ≈1000    ≈360 / ≈370
 jsonb         ≈100 / ≈90      ≈200 / ≈400
 ============  ==============  ==============
 
-asyncpg's C ``timestamptz`` codec is no faster (its encoder compares with a naive
+asyncpg's C ``timestamptz`` codec is slower (its encoder compares with a naive
 ``datetime.max`` and converts time zones per value) and inexact (``9999-12-31 23:59:59.999999``
 and ``infinity`` collide), so pgferry's stays. For ``json``/``jsonb`` the C codecs read and write
 the same JSON text as pgferry's, four times faster on the way out; the one difference is that a
