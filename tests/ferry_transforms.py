@@ -99,16 +99,6 @@ def arrow_returns_a_list(batch: Any) -> Any:
     return batch.to_pylist()
 
 
-@pgferry.arrow_transform
-def arrow_identity(batch: Any) -> Any:
-    return batch
-
-
-@pgferry.polars_transform
-def polars_identity(frame: Any) -> Any:
-    return frame
-
-
 @pgferry.polars_transform
 def polars_slow_identity(frame: Any) -> Any:
     """Slow enough per batch that a backend can be terminated mid-run."""

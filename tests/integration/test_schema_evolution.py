@@ -226,8 +226,8 @@ def test_drift_matrix(dbs: Databases, reader: str, case: str, mode: str) -> None
 
 LANES = {
     "rows": "ferry_transforms:identity",
-    "columnar": "ferry_transforms:arrow_identity",
-    "columnar-polars": "ferry_transforms:polars_identity",
+    "columnar": "pgferry_test_transforms:identity_arrow",
+    "columnar-polars": "pgferry_test_transforms:identity_polars",
 }
 
 
