@@ -364,10 +364,12 @@ class StateStore:
         if not await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", self._sql("{s}.runs")):
             return []
         rows = await conn.fetch(
+            # Read-only, so never migrated here: a column newer than the schema (written by a
+            # later version's runs) is read through to_jsonb, NULL where it does not exist.
             self._sql("""SELECT run_id::text, job, partition, status, started_at, finished_at,
                        attempts, rows_read, rows_written, rows_rejected, watermark_before,
-                       watermark_after, error, schema_changes
-                FROM {s}.runs WHERE $1::text IS NULL OR job = $1
+                       watermark_after, error, to_jsonb(r) ->> 'schema_changes' AS schema_changes
+                FROM {s}.runs r WHERE $1::text IS NULL OR job = $1
                 ORDER BY started_at DESC LIMIT $2"""),
             job,
             limit,

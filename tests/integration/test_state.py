@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import asyncpg
 import pytest
@@ -52,6 +53,28 @@ def test_version_1_is_migrated_in_place(dbs: Databases) -> None:
     assert fetchval(dbs.target, "SELECT value FROM pgferry.meta") == str(SCHEMA_VERSION)
     assert fetchval(dbs.target, "SELECT count(*) FROM pgferry.runs WHERE run_key IS NULL") == 1
     ensure(dbs.target)  # idempotent
+
+
+def test_recent_runs_read_a_schema_not_migrated_yet(dbs: Databases) -> None:
+    """``pgferry status`` only reads: against the version-1 tables (no ``schema_changes``
+    column yet) it lists the runs, with no schema changes."""
+    for statement in _DDL:
+        execute(dbs.target, statement.format(s="pgferry"))
+    execute(
+        dbs.target,
+        "INSERT INTO pgferry.runs (run_id, job, started_at, status) VALUES "
+        "(gen_random_uuid(), 'old', now(), 'success')",
+    )
+
+    async def go() -> list[dict[str, Any]]:
+        conn = await asyncpg.connect(dbs.target)
+        try:
+            return await StateStore().recent_runs(conn, None, 5)
+        finally:
+            await conn.close()
+
+    runs = asyncio.run(go())
+    assert [(r["job"], r["schema_changes"]) for r in runs] == [("old", [])]
 
 
 def test_a_newer_schema_is_refused(dbs: Databases) -> None:
