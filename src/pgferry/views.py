@@ -18,7 +18,7 @@ from pgferry import ddl, sql
 from pgferry.errors import SchemaError
 from pgferry.sql import TableName
 
-__all__ = ["SavedView", "drop_views", "restore_views", "save_dependent_views"]
+__all__ = ["GRANTS", "SavedView", "drop_views", "restore_views", "save_dependent_views"]
 
 # Views (and materialized views) over the given columns of the table (all of them when the
 # column list is NULL), then the views over those, deepest last.
@@ -43,7 +43,9 @@ GROUP BY c.oid
 ORDER BY max(deps.depth), c.oid
 """
 
-_VIEW_GRANTS = """
+# A relation's grants to roles other than its owner (the owner's are implicit); the replace
+# swap re-applies the target's, and saved views keep theirs.
+GRANTS = """
 SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END,
        a.privilege_type, a.is_grantable
 FROM pg_class c, aclexplode(c.relacl) a
@@ -100,7 +102,7 @@ async def save_dependent_views(
                 f"materialized view {name} depends on {table}: changing a column's type would "
                 "drop it; change the type yourself (or drop the view) and run again"
             )
-        grants = await conn.fetch(_VIEW_GRANTS, name)
+        grants = await conn.fetch(GRANTS, name)
         comments = await conn.fetch(_COLUMN_COMMENTS, name)
         out.append(
             SavedView(

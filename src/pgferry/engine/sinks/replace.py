@@ -37,13 +37,6 @@ WHERE i.indrelid = $1::regclass
 ORDER BY c.relname
 """
 
-_GRANTS = """
-SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END,
-       a.privilege_type, a.is_grantable
-FROM pg_class c, aclexplode(c.relacl) a
-WHERE c.oid = $1::regclass AND a.grantee <> c.relowner
-"""
-
 _TABLE_INFO = """
 SELECT obj_description(c.oid, 'pg_class'), pg_get_userbyid(c.relowner),
        n.nspname, c.relname
@@ -152,7 +145,7 @@ class ReplacePlan:
         info = await conn.fetchrow(_TABLE_INFO, target.sql)
         assert info is not None  # `$1::regclass` raises for a missing table: a row comes back
         comment, owner, schema, _ = info
-        grants = await conn.fetch(_GRANTS, target.sql)
+        grants = await conn.fetch(pgviews.GRANTS, target.sql)
         # A view cannot be replaced by one whose column types differ: when the shadow's
         # types do (an evolved schema), the views are dropped and created again.
         recreated: list[pgviews.SavedView] = []
