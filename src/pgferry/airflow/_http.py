@@ -127,13 +127,8 @@ def http_lineage(
     from pgferry.airflow import lineage
 
     assert job.target.http is not None
-    source = (
-        lineage.DatasetRef(
-            source_hook.openlineage_namespace, source_hook.openlineage_name(job.source.table)
-        )
-        if job.source.table is not None
-        else None
-    )
+    table = job.source.table
+    source = lineage.dataset_of(source_hook, table) if table is not None else None
     info = lineage.gather(
         job,
         source=source,

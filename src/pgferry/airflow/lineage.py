@@ -57,6 +57,12 @@ class DatasetRef:
     name: str
 
 
+def dataset_of(hook: Any, table: str | TableName) -> DatasetRef:
+    """The dataset of ``table`` on the server of ``hook`` (a :class:`~pgferry.airflow.hooks.
+    PgferryHook`, or the operator's stand-in built from a connection URI)."""
+    return DatasetRef(hook.openlineage_namespace, hook.openlineage_name(table))
+
+
 @dataclass
 class LineageInfo:
     """Everything lineage needs, as plain data.

@@ -458,16 +458,9 @@ class PgferryOperator(BaseOperator):
             return None
         source_hook = self.source_hook or _UriHook(source_conn)
         target_hook = self.target_hook or _UriHook(target_conn)
-        source = (
-            lineage.DatasetRef(
-                source_hook.openlineage_namespace, source_hook.openlineage_name(job.source.table)
-            )
-            if job.source.table is not None
-            else None
-        )
-        target = lineage.DatasetRef(
-            target_hook.openlineage_namespace, target_hook.openlineage_name(job.target.pg_table)
-        )
+        table = job.source.table
+        source = lineage.dataset_of(source_hook, table) if table is not None else None
+        target = lineage.dataset_of(target_hook, job.target.pg_table)
         try:
             info = lineage.gather(
                 job,
