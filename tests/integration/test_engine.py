@@ -10,7 +10,7 @@ import time
 import pytest
 
 import pgferry
-from helpers import Databases, differences, execute, fetch, fetchval, load_workload
+from helpers import Databases, differences, execute, fetch, fetchval, job_with, load_workload
 from pgferry.errors import (
     ConfigError,
     ConnectError,
@@ -21,16 +21,12 @@ from pgferry.errors import (
 
 
 def job(dbs: Databases, **kw: object) -> pgferry.Job:
-    data: dict[str, object] = {
+    defaults = {
         "source": {"dsn": dbs.source, "table": "bench_src", "key": "id"},
         "target": {"dsn": dbs.target, "table": "people"},
     }
-    for k, v in kw.items():
-        if k in ("source", "target"):
-            data[k] = {**data[k], **v}  # type: ignore[dict-item]
-        else:
-            data[k] = v
-    return pgferry.Job.from_dict(data)
+    built: pgferry.Job = job_with(defaults, **kw)
+    return built
 
 
 # Tiny batches through a pool of two processes take seconds: make test runs them, test-fast

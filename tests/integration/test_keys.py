@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 import pgferry
-from helpers import Databases, execute, fetch, fetchval
+from helpers import Databases, execute, fetch, fetchval, job_with
 from pgferry import keys
 from pgferry.engine.plan import SourcePlan
 from pgferry.engine.ranges import why_not_parallel
@@ -21,16 +21,12 @@ from pgferry.schema import Column
 
 
 def job(dbs: Databases, table: str = "src", **kw: object) -> pgferry.Job:
-    data: dict[str, object] = {
+    defaults = {
         "source": {"dsn": dbs.source, "table": table},
         "target": {"dsn": dbs.target, "table": "dst"},
     }
-    for k, v in kw.items():
-        if k in ("source", "target"):
-            data[k] = {**data[k], **v}  # type: ignore[dict-item]
-        else:
-            data[k] = v
-    return pgferry.Job.from_dict(data)
+    built: pgferry.Job = job_with(defaults, **kw)
+    return built
 
 
 async def _choose(dsn: str, j: pgferry.Job) -> tuple[pgferry.Job, keys.KeyChoice]:
