@@ -257,9 +257,9 @@ class HttpSink:
     ) -> tuple[int, list[Reject], int]:
         """Send every request of a batch; ``(rows accepted, rows refused, bytes sent)``."""
         n = self.http.rows_in_request
-        keys = self._request_keys(rows)
-        chunks = [(rows[i : i + n], keys[i : i + n]) for i in range(0, len(rows), n)]
-        del rows, keys
+        ordinals = self._ordinals(rows)
+        chunks = [(rows[i : i + n], ordinals[i : i + n]) for i in range(0, len(rows), n)]
+        del rows, ordinals
         results = await _together([self._send_rows(seq, *chunk) for chunk in chunks])
         return (
             sum(r[0] for r in results),
@@ -268,11 +268,11 @@ class HttpSink:
         )
 
     async def _send_rows(
-        self, seq: int, rows: list[Sequence[Any]], keys: list[list[str]]
+        self, seq: int, rows: list[Sequence[Any]], ordinals: list[int]
     ) -> tuple[int, list[Reject], int]:
         """Send ``rows`` as one request; if refused, split it in halves until the bad rows are
         isolated (about ``b * log2(n)`` extra requests for ``b`` bad rows among ``n``)."""
-        body, headers = self._request(rows, keys)
+        body, headers = self._request(rows, ordinals)
         try:
             await self.sender.send(body, headers, batch=seq)
             return len(rows), [], len(body)
@@ -283,8 +283,8 @@ class HttpSink:
         mid = (len(rows) + 1) // 2
         (w1, r1, b1), (w2, r2, b2) = await _together(
             [
-                self._send_rows(seq, rows[:mid], keys[:mid]),
-                self._send_rows(seq, rows[mid:], keys[mid:]),
+                self._send_rows(seq, rows[:mid], ordinals[:mid]),
+                self._send_rows(seq, rows[mid:], ordinals[mid:]),
             ]
         )
         return w1 + w2, r1 + r2, b1 + b2
@@ -292,32 +292,45 @@ class HttpSink:
     def _row_key(self, row: Sequence[Any]) -> list[str]:
         return position_text([row[i] for i in self._key_index])
 
-    def _request_keys(self, rows: Sequence[Sequence[Any]]) -> list[list[str]]:
-        """Each row's key as its requests are named by: the row's key, and for the second and
-        later rows with the same key in the batch (a transform that fans a row out) their
-        ordinal too. Without it, requests holding only rows of one key (one row a request, say)
-        would share an idempotency key, and the server would drop all but the first as
-        replays. A fanned-out row's rows are always in one batch, in the transform's order, so
-        a rerun names them alike."""
+    def _ordinals(self, rows: Sequence[Sequence[Any]]) -> list[int]:
+        """For each row, how many rows before it in the batch have the same key (a transform
+        that fans a row out). A request is named by its first and last rows' keys and, past
+        0, their ordinals: without them, requests holding only rows of one key (one row a
+        request, say) would share an idempotency key, and the server would drop all but the
+        first as replays. A fanned-out row's rows are always in one batch, in the transform's
+        order, so a rerun names them alike. Keys are compared as read (text only for the
+        two rows that name a request)."""
         if not self.http.idempotency_header:
-            return [[] for _ in rows]
-        seen: dict[tuple[str, ...], int] = {}
-        keys = []
+            return [0] * len(rows)
+        seen: dict[Any, int] = {}
+        ordinals = []
+        index = self._key_index
         for row in rows:
-            key = self._row_key(row)
-            n = seen[tuple(key)] = seen.get(tuple(key), -1) + 1
-            keys.append([*key, str(n)] if n else key)
-        return keys
+            key = tuple([row[i] for i in index])
+            try:
+                n = seen[key] = seen.get(key, -1) + 1
+            except TypeError:  # an unhashable key value (an array): its text
+                text = tuple(self._row_key(row))
+                n = seen[text] = seen.get(text, -1) + 1
+            ordinals.append(n)
+        return ordinals
+
+    def _request_key(self, row: Sequence[Any], ordinal: int) -> list[str]:
+        key = self._row_key(row)
+        return [*key, str(ordinal)] if ordinal else key
 
     def _request(
-        self, rows: list[Sequence[Any]], keys: list[list[str]]
+        self, rows: list[Sequence[Any]], ordinals: list[int]
     ) -> tuple[bytes, dict[str, str]]:
         """The body and headers of one request."""
         http = self.http
         headers = {"Content-Type": _CONTENT_TYPES[http.format]}
         if http.idempotency_header:
             headers[http.idempotency_header] = idempotency_key(
-                self.job.name, self.partition, keys[0], keys[-1]
+                self.job.name,
+                self.partition,
+                self._request_key(rows[0], ordinals[0]),
+                self._request_key(rows[-1], ordinals[-1]),
             )
         if self._hook is not None:
             return self._hooked(rows, headers)
