@@ -1,4 +1,9 @@
-"""Invariant 1 for HTTP targets: peak RSS stays flat from 100k to 1M rows sent to an endpoint.
+"""Invariant 1 for HTTP targets: peak RSS stays flat from 300k to 1M rows sent to an endpoint.
+
+The smaller run has 300k rows, not 100k: a process sending 100k rows is still growing its
+allocators when it ends (peak 60-69 MiB over eight runs, against 66-75 MiB at 1M), so the
+comparison failed one run in four on noise alone. By 300k rows the peak has mostly levelled off,
+and each size is measured twice.
 
 Each run is a fresh subprocess reporting its own peak RSS; the endpoint (in this process) counts
 rows without parsing them, so that it keeps up.
@@ -46,20 +51,24 @@ def peak_rss(dbs: Databases, table: str, url: str) -> dict[str, float]:
 
 
 @pytest.mark.slow
-def test_http_peak_rss_is_flat_from_100k_to_1m_rows(dbs: Databases) -> None:
-    for rows, table in ((100_000, "small"), (1_000_000, "large")):
+def test_http_peak_rss_is_flat_from_300k_to_1m_rows(dbs: Databases) -> None:
+    for rows, table in ((300_000, "small"), (1_000_000, "large")):
         for statement in workload_statements(rows):
             execute(dbs.source, statement)
         execute(dbs.source, f"ALTER TABLE bench_src RENAME TO {table}")
         execute(dbs.source, "DROP VIEW bench_expected")
+    # Each size twice, the higher peak of each: one run's peak moves with how busy the
+    # endpoint (in this process, on the same cores) keeps the requests in flight.
     with ApiServer(parse=False) as api:
-        small = peak_rss(dbs, "small", api.url)
-        large = peak_rss(dbs, "large", api.url)
+        smalls = [peak_rss(dbs, "small", api.url) for _ in range(2)]
+        larges = [peak_rss(dbs, "large", api.url) for _ in range(2)]
         received = api.rows_received
-    assert (small["rows"], large["rows"]) == (100_000, 1_000_000)
-    assert received == 1_100_000
+    small = max(smalls, key=lambda r: r["peak_mib"])
+    large = max(larges, key=lambda r: r["peak_mib"])
+    assert {r["rows"] for r in smalls} == {300_000} and {r["rows"] for r in larges} == {1_000_000}
+    assert received == 2 * 1_300_000
     print(
-        f"\nHTTP peak RSS: {small['peak_mib']:.1f} MiB for 100k rows, {large['peak_mib']:.1f} MiB "
+        f"\nHTTP peak RSS: {small['peak_mib']:.1f} MiB for 300k rows, {large['peak_mib']:.1f} MiB "
         f"for 1M rows ({large['rows_per_s']:.0f} rows/s)"
     )
     assert large["peak_mib"] <= small["peak_mib"] * 1.10 + 4
